@@ -50,7 +50,7 @@ def square_resize(pixels: np.ndarray, size: int) -> np.ndarray:
 def to_chw_tensor(pixels: np.ndarray) -> torch.Tensor:
     """HxW or HxWxC uint8 -> CxHxW uint8 tensor (channels explicit)."""
     array = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(array))
+    return torch.from_numpy(np.array(array, copy=True))
 
 
 def cache_key(sha256s: Sequence[str], mode: str, size: int) -> str:
