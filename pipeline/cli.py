@@ -43,14 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common], help="make the phantom demo dataset and run the pipeline on it",
                           description="Write the built-in phantom dataset (no download) and run every stage on it.")
     demo.add_argument("--mode", choices=("L", "RGB"), default="L", help="grayscale (L) or the RGB variant")
-    demo.add_argument("--per-class", type=int, default=100, help="phantom images per class (default: 100)")
+    demo.add_argument("--per-class", type=int, default=200, help="phantom images per class (default: 200)")
     demo.add_argument("--size", type=int, default=64, help="phantom image side in pixels (default: 64)")
 
     data_cmd = sub.add_parser("demo-data", help="only write the phantom dataset (ImageFolder layout)",
                               description="Write the phantom dataset to OUT (deterministic from --seed).")
     data_cmd.add_argument("out", help="output folder")
     data_cmd.add_argument("--mode", choices=("L", "RGB"), default="L")
-    data_cmd.add_argument("--per-class", type=int, default=100)
+    data_cmd.add_argument("--per-class", type=int, default=200)
     data_cmd.add_argument("--size", type=int, default=64)
     data_cmd.add_argument("--seed", type=int, default=0)
 

@@ -24,7 +24,7 @@ DEMO_CLASSES: tuple[str, ...] = ("normal", "round", "ring", "elongated")
 
 @dataclass(frozen=True)
 class PhantomSpec:
-    per_class: int = 100
+    per_class: int = 200
     size: int = 64
     mode: str = "L"  # "L" or "RGB"
     seed: int = 0
@@ -67,9 +67,9 @@ def _add_lesion(image: np.ndarray, label: str, yy: np.ndarray, xx: np.ndarray, c
     angle = rng.uniform(0, 2 * np.pi)
     dist = rng.uniform(0.1, 0.5)
     ly, lx = cy + dist * ry * np.sin(angle), cx + dist * rx * np.cos(angle)
-    contrast = rng.uniform(0.22, 0.4) * rng.choice([-1.0, 1.0])
+    contrast = rng.uniform(0.3, 0.45) * rng.choice([-1.0, 1.0])
     level = float(np.clip(tissue_level + contrast, 0.05, 1.0))
-    radius = rng.uniform(0.08, 0.13)
+    radius = rng.uniform(0.11, 0.16)
     if label == "round":
         mask = ((yy - ly) ** 2 + (xx - lx) ** 2) < radius**2
     elif label == "ring":
