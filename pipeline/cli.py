@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline.config import PROFILES, DomainConfig, available_domains, deep_merge, load_domain_config, parse_override
 from pipeline.errors import SynthAugmentError
+from pipeline.run import ALL_STAGES
 
 DEMO_DATA_DIRNAME = "demo-data"
 
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--mode", choices=("L", "RGB"), default="L", help="grayscale (L) or the RGB variant")
     demo.add_argument("--per-class", type=int, default=200, help="phantom images per class (default: 200)")
     demo.add_argument("--size", type=int, default=64, help="phantom image side in pixels (default: 64)")
+    demo.add_argument("--until", choices=ALL_STAGES, default=ALL_STAGES[-1],
+                      help="stop after this stage (default: run everything)")
 
     data_cmd = sub.add_parser("demo-data", help="only write the phantom dataset (ImageFolder layout)",
                               description="Write the phantom dataset to OUT (deterministic from --seed).")
@@ -59,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, parents=[domain_args], help=text, description=text[0].upper() + text[1:] + ".")
     sub.add_parser("split", parents=[domain_args], help="ingest, validate and make/reuse the 20/80 split",
                    description="Ingest, validate and make (or reuse) the persisted, verified 20/80 split.")
-    sub.add_parser("run", parents=[domain_args], help="run every stage for one domain",
-                   description="Run every stage of the pipeline for one domain, end to end.")
+    run = sub.add_parser("run", parents=[domain_args], help="run every stage for one domain",
+                         description="Run every stage of the pipeline for one domain, end to end.")
+    run.add_argument("--until", choices=ALL_STAGES, default=ALL_STAGES[-1],
+                     help="stop after this stage (default: run everything)")
     return parser
 
 
@@ -89,7 +94,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         data_dir = Path(config.runs_root) / DEMO_DATA_DIRNAME / f"{args.mode}-{args.size}px-{args.per_class}"
         make_demo_dataset(data_dir, PhantomSpec(args.per_class, args.size, args.mode, config.seed),
                           progress=not args.quiet)
-        return _run(config, str(data_dir), args.quiet)
+        return _run(config, str(data_dir), args.quiet, args.until)
 
     config = _config(args, args.domain)
     if args.command in ("ingest", "validate"):
@@ -106,7 +111,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         _print_split(split_stage(config, ingest.manifest_path))
         return 0
     if args.command == "run":
-        return _run(config, args.data, args.quiet)
+        return _run(config, args.data, args.quiet, args.until)
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -121,18 +126,34 @@ def _config(args: argparse.Namespace, domain: str) -> DomainConfig:
     return load_domain_config(domain, args.profile, overrides)
 
 
-def _run(config: DomainConfig, data: str | None, quiet: bool) -> int:
+def _run(config: DomainConfig, data: str | None, quiet: bool, until: str) -> int:
     from pipeline.run import run_domain
 
-    record = run_domain(config, data, progress=not quiet)
+    record = run_domain(config, data, progress=not quiet, until=until)
     for name, info in record.stages.items():
         state = "reused" if info.get("cached") else "done"
         print(f"[{name}] {state} in {info['seconds']:.1f}s  key={info.get('key', '-')}")
-    ingest, split = record.stages["ingest"], record.stages["split"]
-    _print_summary(ingest["summary"], ingest["quarantine"])
-    _print_counts(split["summary"], split["split"])
+    stages = record.stages
+    _print_summary(stages["ingest"]["summary"], stages["ingest"]["quarantine"])
+    _print_counts(stages["split"]["summary"], stages["split"]["split"])
+    if "generator" in stages:
+        print(f"generator checkpoint: {stages['generator']['checkpoint']}")
+    if "synthesis" in stages:
+        print(f"synthetic set manifest: {Path(stages['synthesis']['manifest']).with_suffix('.csv')}")
+    if "classifiers" in stages:
+        _print_classifiers(stages["classifiers"])
     print(f"run record and resolved config: {record.run_dir}")
     return 0
+
+
+def _print_classifiers(info: dict[str, Any]) -> None:
+    summary = info["summary"]
+    print("held-out real test accuracy (fold ensemble), per arm and architecture:")
+    for name, accuracy in sorted(summary.get("ensemble_accuracy", {}).items()):
+        print(f"  {name:>36}: {accuracy:.3f}")
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
+    print(f"results table: {Path(info['results']).with_suffix('.csv')}")
 
 
 def _print_ingest(ingest: Any) -> None:

@@ -39,7 +39,8 @@ def test_split_prints_counts_per_class(phantom_dir: Path, tmp_path: Path, capsys
 
 
 def test_user_errors_exit_2_with_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--domain", "demo", "--data", str(tmp_path / "missing"), "--runs-root", str(tmp_path)]) == 2
+    assert main(["run", "--domain", "demo", "--data", str(tmp_path / "missing"), "--runs-root", str(tmp_path),
+                 "--until", "split"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("synth-augment: error: dataset not found") and "Traceback" not in err
     assert main(["run", "--domain", "demo", "--data", str(tmp_path), "--set", "split.cv_folds=1"]) == 2
@@ -50,7 +51,7 @@ def test_user_errors_exit_2_with_one_clear_line(tmp_path: Path, capsys: pytest.C
 
 def test_run_saves_the_resolved_config(phantom_dir: Path, tmp_path: Path) -> None:
     assert main(["run", "--domain", "demo", "--data", str(phantom_dir), "--runs-root", str(tmp_path),
-                 "--seed", "5", "--quiet", "--set", "classifiers.folds=4"]) == 0
+                 "--seed", "5", "--quiet", "--set", "classifiers.folds=4", "--until", "split"]) == 0
     configs = list((tmp_path / "demo" / "history").glob("*/config.yaml"))
     assert len(configs) == 1
     text = configs[0].read_text()
