@@ -108,7 +108,7 @@ def augment(x: torch.Tensor, config: GeneratorConfig, generator: torch.Generator
     n = x.shape[0]
     if config.augment_flip:
         flip = torch.rand(n, generator=generator) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        x = torch.where(flip[:, None, None, None].to(x.device), x.flip(-1), x)
     if config.augment_affine and (config.affine_degrees or config.affine_scale or config.affine_shift):
         u = torch.rand(n, 4, generator=generator) * 2 - 1
         angle = u[:, 0] * math.radians(config.affine_degrees)
@@ -116,6 +116,6 @@ def augment(x: torch.Tensor, config: GeneratorConfig, generator: torch.Generator
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * 2 * config.affine_shift], 1),
                              torch.stack([sin, cos, u[:, 3] * 2 * config.affine_shift], 1)], 1)
-        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="border", align_corners=False)
+        grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return x

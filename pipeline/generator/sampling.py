@@ -60,7 +60,11 @@ def make_sampler(name: str, noise: dict[str, Any], steps: int) -> Any:
     common = {"num_train_timesteps": noise["num_train_timesteps"], "beta_schedule": noise["beta_schedule"],
               "prediction_type": noise["prediction_type"]}
     if name == "dpmsolver++":
-        scheduler = DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+        # lambda_min_clipped: with the cosine schedule alpha_bar(T) is ~0, and without the clip the solver's
+        # first data prediction x0 = (x - sigma * eps) / alpha explodes (pure salt-and-pepper images).
+        # thresholding with max 1.0 clips each x0 prediction to the data range, as DDIM's clip_sample does.
+        scheduler = DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
+                                                lambda_min_clipped=-5.1, thresholding=True, sample_max_value=1.0)
     elif name == "ddim":
         scheduler = DDIMScheduler(**common, clip_sample=True)
     elif name == "ddpm":

@@ -75,7 +75,7 @@ class GeneratorTrainer:
     def loss(self, x_uint8: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The denoising loss of one batch; every random draw comes from ``generator``."""
         device = self.accelerator.device
-        x0 = augment(to_model_range(x_uint8), self.config, generator).to(device)
+        x0 = augment(to_model_range(x_uint8.to(device)), self.config, generator)
         n = x0.shape[0]
         drop = torch.rand(n, generator=generator) < self.config.class_dropout
         labels = torch.where(drop, torch.full_like(labels, self.null_label), labels).to(device)
