@@ -71,7 +71,7 @@ class ReferenceLoop:
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
 
 def sync(device: torch.device) -> None:
