@@ -4,6 +4,7 @@
     synth-augment validate --domain D        ingest + integrity check; prints the quarantine summary
     synth-augment split --domain D           the persisted 20/80 split, per-class counts
     synth-augment run --domain D             every stage, end to end
+    synth-augment generator train|sample|grid --domain D   the diffusion generator and the synthetic set
 
 User errors (bad config, unusable data) print one clear message and exit with status 2.
 """
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run every stage of the pipeline for one domain, end to end.")
     run.add_argument("--until", choices=ALL_STAGES, default=ALL_STAGES[-1],
                      help="stop after this stage (default: run everything)")
+    from pipeline.generator.cli import add_generator_parser
+
+    add_generator_parser(sub, domain_args)
     return parser
 
 
@@ -112,6 +116,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "run":
         return _run(config, args.data, args.quiet, args.until)
+    if args.command == "generator":
+        from pipeline.generator.cli import run_generator_command
+
+        return run_generator_command(args, config)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -78,14 +78,17 @@ class GeneratorConfig:
     learning_rate: float = 2e-4
     warmup_steps: int = 100
     weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+    ema_decay: float = 0.999  # upper bound; EMA warm-up ramps towards it so short runs still average
     num_train_timesteps: int = 1000
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     class_dropout: float = 0.1  # label dropout for classifier-free guidance
     augment_flip: bool = False  # horizontal flips: only where anatomy allows it
     augment_affine: bool = True  # small rotation/scale/shift
+    affine_degrees: float = 5.0  # max rotation of the light affine augmentation
+    affine_scale: float = 0.05  # max relative zoom in or out
+    affine_shift: float = 0.03  # max shift as a fraction of the image side
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -95,21 +98,35 @@ class GeneratorConfig:
                  self.image_size, "a multiple of 8, at least 16")
         _require(len(self.block_out_channels) >= 2, "generator.block_out_channels",
                  self.block_out_channels, "a list of at least 2 channel counts")
+        _require(all(c >= 8 and c % 8 == 0 for c in self.block_out_channels), "generator.block_out_channels",
+                 self.block_out_channels, "channel counts that are multiples of 8")
+        _require(self.image_size % (2 ** (len(self.block_out_channels) - 1)) == 0, "generator.image_size",
+                 self.image_size, f"divisible by 2**(levels-1) = {2 ** (len(self.block_out_channels) - 1)}")
         _require(len(self.attention_levels) == len(self.block_out_channels), "generator.attention_levels",
                  self.attention_levels, f"a list of {len(self.block_out_channels)} booleans (one per level)")
+        _require(self.layers_per_block >= 1, "generator.layers_per_block", self.layers_per_block, "an integer >= 1")
         _require(self.train_steps >= 1, "generator.train_steps", self.train_steps, "an integer >= 1")
         _require(self.batch_size >= 1, "generator.batch_size", self.batch_size, "an integer >= 1")
         _require(self.learning_rate > 0, "generator.learning_rate", self.learning_rate, "a number > 0")
         _require(self.warmup_steps >= 0, "generator.warmup_steps", self.warmup_steps, "an integer >= 0")
+        _require(self.weight_decay >= 0, "generator.weight_decay", self.weight_decay, "a number >= 0")
+        _require(self.grad_clip >= 0, "generator.grad_clip", self.grad_clip, "a number >= 0 (0 = off)")
         _require(0.0 <= self.class_dropout < 1.0, "generator.class_dropout", self.class_dropout,
                  "a number in [0, 1)")
         _require(0.0 <= self.ema_decay < 1.0, "generator.ema_decay", self.ema_decay, "a number in [0, 1)")
         _require(self.num_train_timesteps >= 2, "generator.num_train_timesteps",
                  self.num_train_timesteps, "an integer >= 2")
+        _require(0.0 <= self.affine_degrees <= 45.0, "generator.affine_degrees", self.affine_degrees,
+                 "a number of degrees in [0, 45]")
+        _require(0.0 <= self.affine_scale < 0.5, "generator.affine_scale", self.affine_scale, "a number in [0, 0.5)")
+        _require(0.0 <= self.affine_shift < 0.5, "generator.affine_shift", self.affine_shift, "a number in [0, 0.5)")
         _require(self.checkpoint_every >= 1, "generator.checkpoint_every", self.checkpoint_every,
                  "an integer >= 1")
         _require(self.keep_checkpoints >= 1, "generator.keep_checkpoints", self.keep_checkpoints,
                  "an integer >= 1")
+
+
+SAMPLERS: tuple[str, ...] = ("dpmsolver++", "ddim", "ddpm")
 
 
 @dataclass
@@ -118,14 +135,16 @@ class SynthesisConfig:
 
     per_class: int = 100  # images generated for every class (balanced)
     sampler: Literal["dpmsolver++", "ddim", "ddpm"] = "dpmsolver++"
-    steps: int = 25
-    guidance_scale: float = 2.0  # classifier-free guidance; 1 = off
+    steps: int = 25  # denoising steps (ddpm ignores fewer than its training steps only if you ask it to)
+    guidance_scale: float = 2.0  # classifier-free guidance; 1 = off, 0 = unconditional
     batch_size: int = 32
 
     def __post_init__(self) -> None:
         _require(self.per_class >= 1, "synthesis.per_class", self.per_class, "an integer >= 1")
+        _require(self.sampler in SAMPLERS, "synthesis.sampler", self.sampler, f"one of {', '.join(SAMPLERS)}")
         _require(self.steps >= 1, "synthesis.steps", self.steps, "an integer >= 1")
-        _require(self.guidance_scale >= 0, "synthesis.guidance_scale", self.guidance_scale, "a number >= 0")
+        _require(self.guidance_scale >= 0, "synthesis.guidance_scale", self.guidance_scale,
+                 "a number >= 0 (1 = no guidance)")
         _require(self.batch_size >= 1, "synthesis.batch_size", self.batch_size, "an integer >= 1")
 
 

@@ -1,0 +1,121 @@
+"""The generator's training data: the split's TRAIN side only, decoded once, batched by step.
+
+The held-out side is read only to prove it is disjoint from what the generator sees: the
+training manifest hash and the training images' content hashes go into every checkpoint, and
+``check_disjoint`` is run before training starts and whenever a checkpoint is used.
+
+Batches are a pure function of (seed, step, process): a resumed run draws exactly the batches,
+noise, timesteps and label dropout the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import DomainConfig, GeneratorConfig, hash_payload
+from pipeline.errors import DataError, LeakageError
+from pipeline.image_tensors import load_image_tensors
+from pipeline.split import Split
+
+
+@dataclass
+class TrainingData:
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor  # int64 (N,), index into class_names
+    class_names: list[str]
+    sha256s: list[str]
+    manifest_hash: str  # hash of (sha256, label) of every training image
+
+
+def class_names_for(config: DomainConfig, split: Split) -> list[str]:
+    """The label order: the config's class_names when given, else the sorted labels of the split."""
+    names = list(config.data.class_names) or sorted(str(v) for v in split.table["label"].unique())
+    missing = sorted(set(map(str, split.train["label"])) - set(names))
+    if missing:
+        raise DataError(f"training labels {missing} are not in data.class_names {names}")
+    return names
+
+
+def manifest_hash(train: pd.DataFrame) -> str:
+    rows = sorted(zip(map(str, train["sha256"]), map(str, train["label"])))
+    return hash_payload({"train": rows})
+
+
+def check_disjoint(train_sha256s: list[str], expected_hash: str, split: Split) -> None:
+    """The generator's training images are exactly the split's TRAIN side and none is held out."""
+    if manifest_hash(split.train) != expected_hash:
+        raise LeakageError("the generator's training manifest hash does not match this split's training side; "
+                           "the checkpoint was trained on different images")
+    overlap = set(train_sha256s) & set(map(str, split.test["sha256"]))
+    if overlap:
+        raise LeakageError(f"{len(overlap)} of the generator's training images are in the held-out set "
+                           f"(e.g. sha256 {sorted(overlap)[0][:12]}); refusing to train or sample")
+
+
+def load_training_data(config: DomainConfig, split: Split, cache_dir: str | Path | None,
+                       progress: bool = True) -> TrainingData:
+    train = split.train.sort_values(["sha256", "relpath"]).reset_index(drop=True)
+    if train.empty:
+        raise DataError("the split's training side is empty; nothing to train the generator on")
+    names = class_names_for(config, split)
+    images = load_image_tensors(list(train["path"]), list(train["sha256"]), config.data.mode,
+                                config.generator.image_size, cache_dir=cache_dir, progress=progress)
+    labels = torch.tensor([names.index(str(v)) for v in train["label"]], dtype=torch.long)
+    sha = list(map(str, train["sha256"]))
+    data = TrainingData(images, labels, names, sha, manifest_hash(train))
+    check_disjoint(sha, data.manifest_hash, split)
+    return data
+
+
+def step_generator(seed: int, step: int, process: int = 0) -> torch.Generator:
+    """A CPU generator that depends only on (seed, step, process): resumable randomness."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 1024 + process) % 2**63)
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int, process: int = 0, processes: int = 1) -> torch.Tensor:
+    """Indices of one process's batch at ``step``: consecutive slices of per-epoch permutations."""
+    per_step = batch_size * processes
+    start = step * per_step + process * batch_size
+    out = []
+    position = start
+    while len(out) < batch_size:
+        epoch, offset = divmod(position, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        take = min(batch_size - len(out), n - offset)
+        out.extend(perm[offset:offset + take].tolist())
+        position += take
+    return torch.tensor(out, dtype=torch.long)
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float().div(127.5).sub(1.0)
+
+
+def to_uint8(samples: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255] (clamped)."""
+    return samples.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+
+
+def augment(x: torch.Tensor, config: GeneratorConfig, generator: torch.Generator) -> torch.Tensor:
+    """Light, anatomy-respecting augmentation: optional h-flip, small rotation/zoom/shift (border fill)."""
+    n = x.shape[0]
+    if config.augment_flip:
+        flip = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None].to(x.device), x.flip(-1), x)
+    if config.augment_affine and (config.affine_degrees or config.affine_scale or config.affine_shift):
+        u = torch.rand(n, 4, generator=generator) * 2 - 1
+        angle = u[:, 0] * math.radians(config.affine_degrees)
+        scale = 1.0 + u[:, 1] * config.affine_scale
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * 2 * config.affine_shift], 1),
+                             torch.stack([sin, cos, u[:, 3] * 2 * config.affine_shift], 1)], 1)
+        grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return x

@@ -1,0 +1,147 @@
+"""The generator's two pipeline stages, over small values only (paths, hashes, configs).
+
+    train_generator_stage(config, split_path) -> GeneratorOutput    runs/<domain>/generator/<key>/
+    synthesis_stage(config, generator)        -> SynthesisOutput    runs/<domain>/synthesis/<key>/
+
+The generator key hashes the split, the model/training settings, the channel mode, the class
+order and the seed; the synthesis key hashes the generator checkpoint's content hash and the
+sampling settings. A finished stage returns at once (``cached=True``); an unfinished one resumes
+(training from its newest readable checkpoint, synthesis by filling in missing images).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.config import DomainConfig, hash_payload
+from pipeline.errors import DataError
+from pipeline.generator.checkpoint import file_sha256
+from pipeline.generator.data import check_disjoint, class_names_for, load_training_data
+from pipeline.generator.sampling import load_generator
+from pipeline.generator.synthesis import synthesize
+from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
+from pipeline.stages import load_split
+from pipeline.store import COMPLETE_MARKER, RunStore, atomic_write_json, atomic_write_table, read_table
+
+GENERATOR_STAGE, SYNTHESIS_STAGE = "generator", "synthesis"
+
+
+@dataclass
+class GeneratorOutput:
+    key: str
+    directory: Path
+    checkpoint_path: Path  # generator.pt: EMA weights + everything sampling needs
+    checkpoint_hash: str  # sha256 of generator.pt: the synthesis key depends on it
+    summary: dict[str, Any]
+    cached: bool = False
+
+
+@dataclass
+class SynthesisOutput:
+    key: str
+    directory: Path
+    manifest_path: Path  # manifest.parquet (manifest.csv beside it)
+    summary: dict[str, Any]
+    cached: bool = False
+
+
+def generator_key(config: DomainConfig, split_hash: str, class_names: list[str]) -> str:
+    settings = {k: v for k, v in asdict(config.generator).items() if k not in RESUMABLE_CHANGES[1:]}
+    return hash_payload({"split_hash": split_hash, "generator": settings, "mode": config.data.mode,
+                         "class_names": class_names, "seed": config.seed})
+
+
+def image_cache_dir(config: DomainConfig) -> Path:
+    """Shared decode-once tensor cache of the domain (keyed by content, so safe to share)."""
+    return Path(config.runs_root) / config.name / "cache" / "images"
+
+
+def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[str],
+                          progress: bool = True) -> GeneratorOutput:
+    """Train the class-conditional generator on the split's training side (resuming when interrupted)."""
+    split = load_split(split_path)
+    class_names = class_names_for(config, split)
+    key = generator_key(config, split.split_hash, class_names)
+    store = RunStore(config.runs_root, config.name)
+    directory = store.stage_dir(GENERATOR_STAGE, key)
+    model_path = directory / "generator.pt"
+    if store.is_complete(GENERATOR_STAGE, key) and model_path.is_file():
+        summary = store.read_summary(GENERATOR_STAGE, key)
+        digest = file_sha256(model_path)
+        if digest != summary["checkpoint_hash"]:
+            raise DataError(f"{model_path} changed since training (sha256 {digest[:12]} != "
+                            f"{summary['checkpoint_hash'][:12]}); delete {directory} to retrain")
+        data = torch.load(model_path, map_location="cpu", weights_only=True)["data"]
+        check_disjoint(list(data["sha256s"]), data["manifest_hash"], split)
+        return GeneratorOutput(key, directory, model_path, digest, summary, cached=True)
+
+    started = time.perf_counter()
+    data = load_training_data(config, split, image_cache_dir(config), progress=progress)
+    result = train_generator(config, data, directory, split.split_hash, progress=progress)
+    digest = file_sha256(result.model_path)
+    per_class = {name: int((data.labels == i).sum()) for i, name in enumerate(class_names)}
+    summary = {"checkpoint_hash": digest, "steps": result.steps, "resumed_from": result.resumed_from,
+               "parameters": result.parameters, "image_size": config.generator.image_size,
+               "channels": config.channels, "mode": config.data.mode, "class_names": class_names,
+               "train_images": int(len(data.labels)), "train_per_class": per_class,
+               "manifest_hash": data.manifest_hash, "split_hash": split.split_hash,
+               "final_loss": result.losses[-1][1] if result.losses else None,
+               "mean_loss_last_50": (sum(v for _, v in result.losses[-50:]) / len(result.losses[-50:])
+                                     if result.losses else None),
+               "train_seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 2),
+               "stage_seconds": round(time.perf_counter() - started, 2)}
+    atomic_write_json(directory / "summary.json", summary)
+    store.mark_complete(GENERATOR_STAGE, key, summary)
+    store.latest_link(GENERATOR_STAGE, key)
+    return GeneratorOutput(key, directory, result.model_path, digest, summary)
+
+
+def synthesis_key(config: DomainConfig, checkpoint_hash: str) -> str:
+    s = config.synthesis
+    return hash_payload({"generator_hash": checkpoint_hash, "sampler": s.sampler, "steps": s.steps,
+                         "guidance_scale": s.guidance_scale, "seed": config.seed})
+
+
+def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: bool = True) -> SynthesisOutput:
+    """Generate ``synthesis.per_class`` images for every class; a re-run fills in what is missing.
+
+    ``per_class`` is not part of the key: raising it adds images to the same set, lowering it
+    lists only the first N in the manifest.
+    """
+    key = synthesis_key(config, generator.checkpoint_hash)
+    store = RunStore(config.runs_root, config.name)
+    directory = store.stage_dir(SYNTHESIS_STAGE, key)
+    manifest_path = directory / "manifest.parquet"
+    if store.is_complete(SYNTHESIS_STAGE, key) and manifest_path.is_file():
+        summary = store.read_summary(SYNTHESIS_STAGE, key)
+        if summary.get("per_class") == config.synthesis.per_class:
+            return SynthesisOutput(key, directory, manifest_path, summary, cached=True)
+    (directory / COMPLETE_MARKER).unlink(missing_ok=True)  # not complete until this run's marker is written
+
+    started = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = load_generator(generator.checkpoint_path, device)
+    if file_sha256(generator.checkpoint_path) != generator.checkpoint_hash:
+        raise DataError(f"{generator.checkpoint_path} does not match its recorded hash; retrain the generator")
+    before = len(list(directory.glob("images/*/*.png")))
+    manifest = synthesize(loaded, directory, config.synthesis, config.seed, generator.checkpoint_hash, progress)
+    atomic_write_table(manifest_path, manifest)
+    summary = {"per_class": config.synthesis.per_class, "classes": loaded.class_names, "images": int(len(manifest)),
+               "generated_this_run": int(max(0, len(list(directory.glob("images/*/*.png"))) - before)),
+               "sampler": config.synthesis.sampler, "steps": config.synthesis.steps,
+               "guidance_scale": config.synthesis.guidance_scale, "generator_hash": generator.checkpoint_hash,
+               "mode": loaded.mode, "image_size": loaded.image_size,
+               "seconds": round(time.perf_counter() - started, 2)}
+    store.mark_complete(SYNTHESIS_STAGE, key, summary)
+    store.latest_link(SYNTHESIS_STAGE, key)
+    return SynthesisOutput(key, directory, manifest_path, summary)
+
+
+def read_synthesis_manifest(output: SynthesisOutput) -> Any:
+    return read_table(output.manifest_path)

@@ -1,0 +1,219 @@
+"""The training loop: conditional denoising on the split's training side, through accelerate.
+
+One ``GeneratorTrainer.train_step`` is: light augmentation, class-label dropout (the null label
+trains the unconditional branch used by guidance), noise at a random DDPM timestep, the UNet's
+epsilon or v prediction, MSE, backward, gradient clipping, AdamW, warm-up + cosine LR, EMA.
+
+Devices come from accelerate: the CPU here, one GPU with bf16 autocast
+(``generator.mixed_precision: bf16``), or several GPUs with
+
+    accelerate launch --multi_gpu --num_processes 4 -m pipeline.cli generator train --domain brain-mri --profile gpu
+
+where every process draws its own slice of each step's batch (``data.batch_indices``) and only
+the main process writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from pipeline.config import DomainConfig, GeneratorConfig
+from pipeline.errors import ConfigError
+from pipeline.generator.checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pipeline.generator.data import TrainingData, augment, batch_indices, step_generator, to_model_range
+from pipeline.generator.model import build_unet, count_parameters, null_class, unet_config
+from pipeline.store import atomic_save_with
+
+# Settings that may differ between a checkpoint and the run resuming it (they do not change the model).
+RESUMABLE_CHANGES = ("train_steps", "checkpoint_every", "keep_checkpoints")
+
+
+def make_noise_scheduler(config: GeneratorConfig) -> DDPMScheduler:
+    """The forward (noising) process shared by training and every sampler."""
+    return DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
+                         prediction_type=config.prediction_type)
+
+
+class GeneratorTrainer:
+    """Model, optimizer, LR schedule, EMA and the one training step; state in and out as dicts."""
+
+    def __init__(self, config: GeneratorConfig, channels: int, num_classes: int, seed: int,
+                 accelerator: Accelerator | None = None) -> None:
+        self.config = config
+        self.seed = seed
+        self.accelerator = accelerator or make_accelerator(config)
+        torch.manual_seed(seed)  # identical initial weights on every process and every run
+        model = build_unet(config, channels, num_classes)
+        self.null_label = null_class(model)
+        self.unet_kwargs = unet_config(config, channels, num_classes)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+                                      weight_decay=config.weight_decay)
+        self.lr_scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.train_steps)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.ema = EMAModel(self.unwrapped.parameters(), decay=config.ema_decay, use_ema_warmup=True)
+        self.ema.to(self.accelerator.device)
+        self.noise_scheduler = make_noise_scheduler(config)
+        self.alphas = self.noise_scheduler.alphas_cumprod.to(self.accelerator.device)
+
+    @property
+    def unwrapped(self) -> UNet2DModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    def loss(self, x_uint8: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The denoising loss of one batch; every random draw comes from ``generator``."""
+        device = self.accelerator.device
+        x0 = augment(to_model_range(x_uint8.to(device)), self.config, generator)
+        n = x0.shape[0]
+        drop = torch.rand(n, generator=generator) < self.config.class_dropout
+        labels = torch.where(drop, torch.full_like(labels, self.null_label), labels).to(device)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        t = torch.randint(0, self.config.num_train_timesteps, (n,), generator=generator).to(device)
+        noisy = self.noise_scheduler.add_noise(x0, noise, t)
+        if self.config.prediction_type == "epsilon":
+            target = noise
+        else:
+            target = self.noise_scheduler.get_velocity(x0, noise, t)
+        with self.accelerator.autocast():
+            prediction = self.model(noisy, t, class_labels=labels).sample
+        return F.mse_loss(prediction.float(), target.float())
+
+    def train_step(self, x_uint8: torch.Tensor, labels: torch.Tensor, step: int) -> float:
+        """One optimizer step at ``step`` (0-based): returns the batch loss."""
+        self.model.train()
+        generator = step_generator(self.seed, step, self.accelerator.process_index)
+        loss = self.loss(x_uint8, labels, generator)
+        self.accelerator.backward(loss)
+        if self.config.grad_clip > 0:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.step(self.unwrapped.parameters())
+        return float(loss.detach())
+
+    def state_dict(self, step: int) -> dict[str, Any]:
+        return {"model": self.unwrapped.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
+                "step": step, "rng": rng_state(), "unet_config": json.dumps(self.unet_kwargs)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.unwrapped.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.ema.load_state_dict(state["ema"])
+        self.ema.to(self.accelerator.device)
+        set_rng_state(state["rng"])
+
+    def ema_state_dict(self) -> dict[str, torch.Tensor]:
+        """The EMA weights as a plain float32 CPU state dict (what sampling uses)."""
+        model = build_unet_from(self.unet_kwargs)
+        self.ema.copy_to(model.parameters())
+        return {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+
+
+def make_accelerator(config: GeneratorConfig) -> Accelerator:
+    use_cpu = not torch.cuda.is_available()
+    precision = config.mixed_precision
+    if use_cpu and precision == "fp16":
+        raise ConfigError("generator.mixed_precision = 'fp16' is invalid on a CPU; expected 'no' or 'bf16'")
+    return Accelerator(mixed_precision=precision, cpu=use_cpu)
+
+
+def build_unet_from(kwargs: dict[str, Any]) -> UNet2DModel:
+    return UNet2DModel(**kwargs)
+
+
+@dataclass
+class TrainResult:
+    model_path: Path  # the exported EMA generator (generator.pt)
+    steps: int
+    resumed_from: int | None  # step of the checkpoint this run continued from
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) of the steps this run did
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    parameters: int = 0
+
+
+def train_generator(config: DomainConfig, data: TrainingData, out_dir: Path, split_hash: str,
+                    progress: bool = True, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train (or resume) the generator in ``out_dir``; export the EMA model as ``out_dir/generator.pt``."""
+    gcfg = config.generator
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    trainer = GeneratorTrainer(gcfg, config.channels, len(data.class_names), config.seed)
+    identity = {"manifest_hash": data.manifest_hash, "sha256s": data.sha256s, "class_names": data.class_names,
+                "mode": config.data.mode, "channels": config.channels, "split_hash": split_hash,
+                "seed": config.seed}
+    start, resumed_from, losses = 0, None, []
+    found = load_latest_checkpoint(ckpt_dir, map_location="cpu")
+    if found is not None:
+        state, path = found
+        _check_resumable(state, gcfg, data, path)
+        trainer.load_state_dict(state)
+        start = resumed_from = int(state["step"])
+    accelerator = trainer.accelerator
+    total = gcfg.train_steps
+    bar = tqdm(total=total, initial=start, desc="generator", unit="step",
+               disable=not progress or not accelerator.is_main_process)
+    began, done = time.perf_counter(), 0
+    for step in range(start, total):
+        idx = batch_indices(len(data.labels), gcfg.batch_size, step, config.seed,
+                            accelerator.process_index, accelerator.num_processes)
+        loss = trainer.train_step(data.images[idx], data.labels[idx], step)
+        done += 1
+        losses.append((step + 1, loss))
+        rate = done * gcfg.batch_size * accelerator.num_processes / (time.perf_counter() - began)
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
+        bar.update(1)
+        if (step + 1) % gcfg.checkpoint_every == 0 or step + 1 == total:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(ckpt_dir, {**trainer.state_dict(step + 1), "generator_config": _gcfg_dict(gcfg),
+                                           "data": identity}, keep=gcfg.keep_checkpoints)
+        if on_step is not None:
+            on_step(step + 1, loss)
+    bar.close()
+    seconds = time.perf_counter() - began
+    model_path = out_dir / "generator.pt"
+    if accelerator.is_main_process:
+        export = {"unet_config": json.dumps(trainer.unet_kwargs), "state_dict": trainer.ema_state_dict(),
+                  "noise": {"num_train_timesteps": gcfg.num_train_timesteps, "beta_schedule": gcfg.beta_schedule,
+                            "prediction_type": gcfg.prediction_type},
+                  "image_size": gcfg.image_size, "step": total, "data": identity,
+                  "generator_config": _gcfg_dict(gcfg)}
+        atomic_save_with(model_path, lambda tmp: torch.save(export, tmp))
+    accelerator.wait_for_everyone()
+    return TrainResult(model_path, total, resumed_from, losses, seconds,
+                       done * gcfg.batch_size * accelerator.num_processes / seconds if seconds > 0 and done else 0.0,
+                       count_parameters(trainer.unwrapped))
+
+
+def _gcfg_dict(config: GeneratorConfig) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(config)
+
+
+def _check_resumable(state: dict[str, Any], config: GeneratorConfig, data: TrainingData, path: Path) -> None:
+    """A checkpoint continues only the same model on the same images."""
+    if state["data"]["manifest_hash"] != data.manifest_hash:
+        raise ConfigError(f"checkpoint {path} was trained on other images (manifest hash "
+                          f"{state['data']['manifest_hash']} != {data.manifest_hash}); use a fresh output folder")
+    saved, current = dict(state["generator_config"]), _gcfg_dict(config)
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+    if changed:
+        raise ConfigError(f"checkpoint {path} was made with different generator settings ({', '.join(changed)}); "
+                          f"only {', '.join(RESUMABLE_CHANGES)} may change when resuming")
