@@ -74,7 +74,7 @@ def arm_manifest(arm: str, split: Split, synthetic: pd.DataFrame | None) -> pd.D
     return canonical_order(table)
 
 
-def test_manifest(split: Split) -> pd.DataFrame:
+def held_out_manifest(split: Split) -> pd.DataFrame:
     """The held-out 80% real set, in canonical order."""
     return canonical_order(_rows(split.test, "real"))
 

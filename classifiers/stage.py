@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from classifiers import zoo
 from classifiers.cv import assert_disjoint_from_test
-from classifiers.data import (AUGMENTED, NEEDS_SYNTHETIC, arm_manifest, load_tensors, read_synthetic_manifest,
-                              test_manifest)
+from classifiers.data import (AUGMENTED, NEEDS_SYNTHETIC, arm_manifest, held_out_manifest, load_tensors,
+                              read_synthetic_manifest)
 from classifiers.metrics import classification_metrics, ensemble_probabilities
 from classifiers.train import FitResult, FitSpec, manifest_hash, run_fit
 from pipeline.config import DomainConfig, hash_payload
@@ -78,7 +78,7 @@ def classifiers_stage(config: DomainConfig, split_path: str | os.PathLike[str],
 
     started = time.perf_counter()
     cache_dir = Path(config.runs_root) / config.name / "tensor-cache"
-    test = test_manifest(split)
+    test = held_out_manifest(split)
     test_path = directory / "test_manifest.parquet"
     atomic_write_table(test_path, test, csv_copy=False)
     load_tensors(test, class_names, config.data.mode, cc.image_size, cache_dir, progress)  # decode once
