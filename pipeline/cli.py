@@ -3,6 +3,7 @@
     synth-augment demo                       make the phantom dataset and run the whole pipeline on it
     synth-augment validate --domain D        ingest + integrity check; prints the quarantine summary
     synth-augment split --domain D           the persisted 20/80 split, per-class counts
+    synth-augment classifiers --domain D     the CNN panel: every arm, k-fold CV, held-out evaluation
     synth-augment run --domain D             every stage, end to end
 
 User errors (bad config, unusable data) print one clear message and exit with status 2.
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, parents=[domain_args], help=text, description=text[0].upper() + text[1:] + ".")
     sub.add_parser("split", parents=[domain_args], help="ingest, validate and make/reuse the 20/80 split",
                    description="Ingest, validate and make (or reuse) the persisted, verified 20/80 split.")
+    from classifiers.cli import register as register_classifiers
+
+    register_classifiers(sub, domain_args)
     sub.add_parser("run", parents=[domain_args], help="run every stage for one domain",
                    description="Run every stage of the pipeline for one domain, end to end.")
     return parser
@@ -105,6 +109,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         _print_ingest(ingest)
         _print_split(split_stage(config, ingest.manifest_path))
         return 0
+    if args.command == "classifiers":
+        from classifiers.cli import run as run_classifiers
+
+        return run_classifiers(config, args)
     if args.command == "run":
         return _run(config, args.data, args.quiet)
     raise AssertionError(f"unhandled command {args.command}")
