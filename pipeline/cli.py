@@ -3,6 +3,7 @@
     synth-augment demo                       make the phantom dataset and run the whole pipeline on it
     synth-augment validate --domain D        ingest + integrity check; prints the quarantine summary
     synth-augment split --domain D           the persisted 20/80 split, per-class counts
+    synth-augment classifiers --domain D     the CNN panel: every arm, k-fold CV, held-out evaluation
     synth-augment run --domain D             every stage, end to end
     synth-augment generator train|sample|grid --domain D   the diffusion generator and the synthetic set
 
@@ -67,9 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run every stage of the pipeline for one domain, end to end.")
     run.add_argument("--until", choices=ALL_STAGES, default=ALL_STAGES[-1],
                      help="stop after this stage (default: run everything)")
+    from classifiers.cli import register as register_classifiers
     from pipeline.generator.cli import add_generator_parser
 
     add_generator_parser(sub, domain_args)
+    register_classifiers(sub, domain_args)
     return parser
 
 
@@ -114,6 +117,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         _print_ingest(ingest)
         _print_split(split_stage(config, ingest.manifest_path))
         return 0
+    if args.command == "classifiers":
+        from classifiers.cli import run as run_classifiers
+
+        return run_classifiers(config, args)
     if args.command == "run":
         return _run(config, args.data, args.quiet, args.until)
     if args.command == "generator":

@@ -148,34 +148,66 @@ class SynthesisConfig:
         _require(self.batch_size >= 1, "synthesis.batch_size", self.batch_size, "an integer >= 1")
 
 
+CLASSIFIER_ARCHITECTURES: tuple[str, ...] = (
+    "resnet18", "resnet50", "vgg16", "vgg19", "alexnet", "densenet121", "mobilenetv2_100", "googlenet")
+Arm = Literal["synthetic", "real", "real+aug", "real+synthetic"]
+ARMS: tuple[str, ...] = typing.get_args(Arm)
+
+
 @dataclass
 class ClassifierConfig:
     """The CNN panel and the evaluation protocol (used by classifiers/)."""
 
-    architectures: list[str] = field(default_factory=lambda: [
-        "resnet18", "resnet50", "vgg16", "vgg19", "alexnet", "densenet121", "mobilenetv2_100", "googlenet"])
-    arms: list[Literal["synthetic", "real", "real+aug", "real+synthetic"]] = field(
-        default_factory=lambda: ["synthetic", "real", "real+aug", "real+synthetic"])
+    architectures: list[str] = field(default_factory=lambda: list(CLASSIFIER_ARCHITECTURES))
+    arms: list[Arm] = field(default_factory=lambda: list(ARMS))
     pretrained: Literal["auto", "true", "false"] = "auto"
-    image_size: int = 64
+    checkpoints: list[str] = field(default_factory=list)  # local weights per architecture: ARCH=PATH
+    image_size: int = 224
     folds: int = 5
     max_epochs: int = 50
-    patience: int = 5
-    batch_size: int = 32
+    patience: int = 5  # epochs without a validation-loss improvement before stopping
+    min_delta: float = 0.0  # an improvement must lower the validation loss by more than this
+    batch_size: int = 64
+    eval_batch_size: int = 128
     learning_rate: float = 1e-4
     weight_decay: float = 1e-2
+    lr_schedule: Literal["cosine", "none"] = "cosine"  # cosine: anneal to 1% over max_epochs
     time_budget_s: float | None = None  # per fit; stops gracefully and records that it did
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    augment_hflip: bool = True  # real+aug arm: classic augmentation (flips, rotations, scaling)
+    augment_vflip: bool = False
+    augment_rotation_deg: float = 15.0
+    augment_scale: list[float] = field(default_factory=lambda: [0.9, 1.1])
 
     def __post_init__(self) -> None:
         _require(self.image_size >= 16, "classifiers.image_size", self.image_size, "an integer >= 16")
         _require(self.folds >= 2, "classifiers.folds", self.folds, "an integer >= 2")
         _require(self.max_epochs >= 1, "classifiers.max_epochs", self.max_epochs, "an integer >= 1")
         _require(self.patience >= 1, "classifiers.patience", self.patience, "an integer >= 1")
-        _require(self.batch_size >= 1, "classifiers.batch_size", self.batch_size, "an integer >= 1")
+        _require(self.min_delta >= 0, "classifiers.min_delta", self.min_delta, "a number >= 0")
+        _require(self.batch_size >= 2, "classifiers.batch_size", self.batch_size, "an integer >= 2")
+        _require(self.eval_batch_size >= 1, "classifiers.eval_batch_size", self.eval_batch_size,
+                 "an integer >= 1")
         _require(self.learning_rate > 0, "classifiers.learning_rate", self.learning_rate, "a number > 0")
-        _require(len(self.architectures) >= 1, "classifiers.architectures", self.architectures,
-                 "a non-empty list of architecture names")
-        _require(len(self.arms) >= 1, "classifiers.arms", self.arms, "a non-empty list of arms")
+        _require(self.weight_decay >= 0, "classifiers.weight_decay", self.weight_decay, "a number >= 0")
+        _require(self.time_budget_s is None or self.time_budget_s > 0, "classifiers.time_budget_s",
+                 self.time_budget_s, "null (no limit) or a number of seconds > 0")
+        unknown = [a for a in self.architectures if a not in CLASSIFIER_ARCHITECTURES]
+        _require(len(self.architectures) >= 1 and not unknown, "classifiers.architectures", self.architectures,
+                 f"a non-empty list of architecture names from: {', '.join(CLASSIFIER_ARCHITECTURES)}")
+        _require(len(set(self.architectures)) == len(self.architectures), "classifiers.architectures",
+                 self.architectures, "a list without repeated names")
+        _require(len(self.arms) >= 1 and len(set(self.arms)) == len(self.arms), "classifiers.arms", self.arms,
+                 f"a non-empty list without repeats from: {', '.join(ARMS)}")
+        _require(len(self.augment_scale) == 2 and 0 < self.augment_scale[0] <= self.augment_scale[1],
+                 "classifiers.augment_scale", self.augment_scale, "[min, max] with 0 < min <= max")
+        _require(0 <= self.augment_rotation_deg <= 180, "classifiers.augment_rotation_deg",
+                 self.augment_rotation_deg, "a number of degrees in [0, 180]")
+        for entry in self.checkpoints:
+            name, sep, path = entry.partition("=")
+            _require(bool(sep) and name.strip() in CLASSIFIER_ARCHITECTURES and bool(path.strip()),
+                     "classifiers.checkpoints", entry,
+                     f"ARCH=PATH entries with ARCH one of: {', '.join(CLASSIFIER_ARCHITECTURES)}")
 
 
 @dataclass

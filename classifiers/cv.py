@@ -1,0 +1,60 @@
+"""K-fold cross-validation folds for one arm, and the proof that the held-out set is never in one.
+
+Folds are stratified by label (scikit-learn's StratifiedKFold) and, when rows carry patient ids,
+grouped too (StratifiedGroupKFold), so one patient's slices never sit on both sides of a fold.
+Rows are sorted by content hash first: the folds depend on the images and the seed only, not on
+file names or listing order, and the same call always gives the same folds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from pipeline.errors import DataError, LeakageError
+
+
+def canonical_order(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The arm's rows in content-hash order (the order folds and cached tensors are defined on)."""
+    return manifest.sort_values(["sha256", "label"], kind="stable").reset_index(drop=True)
+
+
+def fold_indices(labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``folds`` (train_index, val_index) pairs over rows in the given order; stratified, deterministic."""
+    labels = np.asarray(labels)
+    counts = pd.Series(labels).value_counts()
+    if (counts < folds).any():
+        small = ", ".join(f"{k} ({v})" for k, v in counts[counts < folds].items())
+        raise DataError(f"{folds}-fold cross-validation needs at least {folds} images per class; "
+                        f"too few in: {small}. Lower classifiers.folds or add images")
+    dummy = np.zeros(len(labels))
+    if groups is not None:
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        pairs = splitter.split(dummy, labels, groups)
+    else:
+        pairs = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(dummy, labels)
+    return [(np.sort(train), np.sort(val)) for train, val in pairs]
+
+
+def groups_of(manifest: pd.DataFrame) -> np.ndarray | None:
+    """Patient ids where known (rows without one are their own group); None when no row has one."""
+    if "patient_id" not in manifest or not manifest["patient_id"].notna().any():
+        return None
+    patient = manifest["patient_id"].astype("object")
+    return np.where(patient.notna(), "patient:" + patient.astype(str), "image:" + manifest["sha256"].astype(str))
+
+
+def assert_disjoint_from_test(arm: pd.DataFrame, test: pd.DataFrame, arm_name: str) -> None:
+    """Raise LeakageError when any arm image (by content hash) or patient is in the held-out set."""
+    shared = set(arm["sha256"]) & set(test["sha256"])
+    if shared:
+        raise LeakageError(f"arm {arm_name!r}: {len(shared)} image(s) of its training data are also in the "
+                           f"held-out real test set (by content hash), e.g. {sorted(shared)[0][:16]}; "
+                           f"the evaluation would be dishonest")
+    if "patient_id" in arm and "patient_id" in test:
+        patients = set(arm["patient_id"].dropna()) & set(test["patient_id"].dropna())
+        if patients:
+            raise LeakageError(f"arm {arm_name!r}: patient(s) {sorted(map(str, patients))[:3]} appear in both its "
+                               f"training data and the held-out real test set")

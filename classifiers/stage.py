@@ -1,0 +1,174 @@
+"""The classifiers stage: every (arm, architecture, fold) fit, the fold ensembles, one results table.
+
+What the pipeline runner calls::
+
+    out = classifiers_stage(config, split_path, synthetic_manifest_path)
+    out.results_path   # results.parquet (results.csv beside it), one row per
+                       # (domain, arm, architecture, fold | "ensemble")
+
+The stage key hashes the split, the synthetic set's content and the classifier settings; a
+complete key is returned from the store. Fits are stored under their own keys (see
+classifiers.train), so changing, say, the list of arms reuses every fit that did not change.
+Arms that need synthetic data are skipped, with a note in the summary, when there is none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from classifiers import zoo
+from classifiers.cv import assert_disjoint_from_test
+from classifiers.data import (AUGMENTED, NEEDS_SYNTHETIC, arm_manifest, held_out_manifest, load_tensors,
+                              read_synthetic_manifest)
+from classifiers.metrics import classification_metrics, ensemble_probabilities
+from classifiers.train import FitResult, FitSpec, manifest_hash, run_fit
+from pipeline.config import DomainConfig, hash_payload
+from pipeline.stages import load_split
+from pipeline.store import RunStore, atomic_write_json, atomic_write_table
+
+STAGE = "classifiers"
+ENSEMBLE = "ensemble"
+
+
+@dataclass
+class ClassifierOutput:
+    key: str
+    directory: Path
+    results_path: Path  # parquet; a CSV copy sits beside it
+    summary: dict[str, Any]
+    cached: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def class_names_of(config: DomainConfig, labels: pd.Series) -> list[str]:
+    """The configured class order, or the sorted labels found when the config names none."""
+    return list(config.data.class_names) or sorted(labels.astype(str).unique())
+
+
+def classifiers_stage(config: DomainConfig, split_path: str | os.PathLike[str],
+                      synthetic_manifest_path: str | os.PathLike[str] | None,
+                      progress: bool = True) -> ClassifierOutput:
+    """Train and evaluate the panel on every configured arm; reuse stored fits and results."""
+    cc = config.classifiers
+    zoo.check_architectures(cc.architectures)
+    for name in cc.architectures:  # before any training: a size error after an hour helps nobody
+        zoo.check_input_size(name, cc.image_size)
+    split = load_split(split_path)
+    class_names = class_names_of(config, split.table["label"])
+    synthetic = (read_synthetic_manifest(synthetic_manifest_path, class_names)
+                 if synthetic_manifest_path is not None else None)
+    synthetic_hash = manifest_hash(synthetic) if synthetic is not None else None
+
+    key = hash_payload({"split_hash": split.split_hash, "synthetic": synthetic_hash, "classifiers": dataclasses.asdict(cc),
+                        "seed": config.seed, "mode": config.data.mode, "class_names": class_names, "version": 1})
+    store = RunStore(config.runs_root, config.name)
+    directory = store.stage_dir(STAGE, key)
+    results_path = directory / "results.parquet"
+    if store.is_complete(STAGE, key):
+        return ClassifierOutput(key, directory, results_path, store.read_summary(STAGE, key), cached=True)
+
+    started = time.perf_counter()
+    cache_dir = Path(config.runs_root) / config.name / "tensor-cache"
+    test = held_out_manifest(split)
+    test_path = directory / "test_manifest.parquet"
+    atomic_write_table(test_path, test, csv_copy=False)
+    load_tensors(test, class_names, config.data.mode, cc.image_size, cache_dir, progress)  # decode once
+    notes: list[str] = []
+    specs: list[FitSpec] = []
+    for arm in cc.arms:
+        if arm in NEEDS_SYNTHETIC and synthetic is None:
+            notes.append(f"arm {arm!r} skipped: no synthetic manifest was given")
+            continue
+        table = arm_manifest(arm, split, synthetic)
+        assert_disjoint_from_test(table, test, arm)
+        arm_path = directory / "arms" / f"{arm}.parquet"
+        atomic_write_table(arm_path, table, csv_copy=False)
+        load_tensors(table, class_names, config.data.mode, cc.image_size, cache_dir, progress)
+        for architecture in cc.architectures:
+            for fold in range(cc.folds):
+                specs.append(FitSpec(
+                    domain=config.name, arm=arm, architecture=architecture, fold=fold,
+                    arm_manifest_path=str(arm_path), arm_hash=manifest_hash(table),
+                    test_manifest_path=str(test_path), test_hash=manifest_hash(test),
+                    class_names=tuple(class_names), mode=config.data.mode, seed=config.seed,
+                    config=dict(dataclasses.asdict(cc)), augment=arm in AUGMENTED, runs_root=str(config.runs_root),
+                    cache_dir=str(cache_dir)))
+
+    results: list[FitResult] = []
+    for spec in tqdm(specs, desc=f"{config.name} classifier fits", unit="fit", disable=not progress):
+        results.append(run_fit(spec, progress=progress))
+
+    table = results_table(results, test, class_names)
+    atomic_write_table(results_path, table)
+    summary = _summary(table, results, notes, time.perf_counter() - started, dataclasses.asdict(cc))
+    atomic_write_json(directory / "summary.json", summary)
+    store.mark_complete(STAGE, key, summary)
+    store.latest_link(STAGE, key)
+    return ClassifierOutput(key, directory, results_path, summary)
+
+
+def results_table(results: list[FitResult], test: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
+    """Fold rows as stored, plus one ensemble row (mean fold probabilities) per (arm, architecture)."""
+    index = {name: i for i, name in enumerate(class_names)}
+    y_test = np.array([index[label] for label in test["label"].astype(str)])
+    rows = [dict(r.metrics) for r in results]
+    groups: dict[tuple[str, str], list[FitResult]] = {}
+    for result in results:
+        groups.setdefault((result.metrics["arm"], result.metrics["architecture"]), []).append(result)
+    for (arm, architecture), members in groups.items():
+        probs = ensemble_probabilities([np.load(m.test_probs_path) for m in members])
+        first = members[0].metrics
+        rows.append({
+            "domain": first["domain"], "arm": arm, "architecture": architecture, "fold": ENSEMBLE,
+            "fit_key": ",".join(m.key for m in members), "image_size": first["image_size"],
+            "channels": first["channels"], "pretrained_requested": first["pretrained_requested"],
+            "pretrained_used": all(m.metrics["pretrained_used"] for m in members),
+            "pretrained_source": first["pretrained_source"], "pretrained_note": first["pretrained_note"],
+            "n_train": None, "n_val": None, "n_test": int(len(y_test)),
+            "epochs_run": None, "best_epoch": None,
+            "stopped_reason": ",".join(sorted({m.metrics["stopped_reason"] for m in members})),
+            "time_budget_hit": any(m.metrics["time_budget_hit"] for m in members),
+            # train/val columns are per fold; the ensemble row leaves them empty rather than invent them
+            "train_loss": None, "train_accuracy": None, "val_loss": None, "val_accuracy": None,
+            "fit_seconds": round(sum(m.metrics["fit_seconds"] for m in members), 3),
+            "data_seconds": round(sum(m.metrics["data_seconds"] for m in members), 3),
+            "data_wait_share": None, "device": first["device"], "seed": None,
+            **classification_metrics(y_test, probs, class_names),
+        })
+    table = pd.DataFrame(rows)
+    for column in ("n_train", "n_val", "epochs_run", "best_epoch", "seed"):
+        table[column] = table[column].astype("Int64")
+    for column in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "data_wait_share"):
+        table[column] = table[column].astype("float64")
+    return table.sort_values(["arm", "architecture", "fold"], kind="stable").reset_index(drop=True)
+
+
+def _summary(table: pd.DataFrame, results: list[FitResult], notes: list[str], seconds: float,
+             settings: dict[str, Any]) -> dict[str, Any]:
+    ensemble = table[table["fold"] == ENSEMBLE]
+    weights_notes = sorted({r.metrics["pretrained_note"] for r in results if r.metrics["pretrained_note"]})
+    budget_hits = [f"{r.metrics['arm']}/{r.metrics['architecture']}/fold{r.metrics['fold']}"
+                   for r in results if r.metrics["time_budget_hit"]]
+    if budget_hits:
+        notes.append(f"time budget ({settings['time_budget_s']} s per fit) ended {len(budget_hits)} fit(s) early: "
+                     f"{', '.join(budget_hits)}")
+    best = {}
+    for arm, rows in ensemble.groupby("arm"):
+        top = rows.sort_values("test_accuracy", ascending=False).iloc[0]
+        best[arm] = {"architecture": top["architecture"], "test_accuracy": float(top["test_accuracy"]),
+                     "f1_macro": float(top["f1_macro"])}
+    return {
+        "fits": len(results), "fits_reused": sum(r.cached for r in results), "seconds": round(seconds, 1),
+        "arms": sorted(ensemble["arm"].unique().tolist()), "best_per_arm": best,
+        "ensemble_accuracy": {f"{r.arm}/{r.architecture}": float(r.test_accuracy) for r in ensemble.itertuples()},
+        "notes": notes + weights_notes, "settings": settings,
+    }
