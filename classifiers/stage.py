@@ -32,6 +32,7 @@ from classifiers.data import (AUGMENTED, NEEDS_SYNTHETIC, arm_manifest, held_out
 from classifiers.metrics import classification_metrics, ensemble_probabilities
 from classifiers.train import FitResult, FitSpec, manifest_hash, run_fit
 from pipeline.config import DomainConfig, hash_payload
+from pipeline.image_tensors import domain_cache_dir
 from pipeline.stages import load_split
 from pipeline.store import RunStore, atomic_write_json, atomic_write_table
 
@@ -77,7 +78,7 @@ def classifiers_stage(config: DomainConfig, split_path: str | os.PathLike[str],
         return ClassifierOutput(key, directory, results_path, store.read_summary(STAGE, key), cached=True)
 
     started = time.perf_counter()
-    cache_dir = Path(config.runs_root) / config.name / "tensor-cache"
+    cache_dir = domain_cache_dir(config.runs_root, config.name)
     test = held_out_manifest(split)
     test_path = directory / "test_manifest.parquet"
     atomic_write_table(test_path, test, csv_copy=False)

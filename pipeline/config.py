@@ -126,7 +126,7 @@ class GeneratorConfig:
                  "an integer >= 1")
 
 
-SAMPLERS: tuple[str, ...] = ("dpmsolver++", "ddim", "ddpm")
+SAMPLERS: tuple[str, ...] = ("sde-dpmsolver++", "dpmsolver++", "ddim", "ddpm")
 
 
 @dataclass
@@ -134,7 +134,7 @@ class SynthesisConfig:
     """How the balanced synthetic set is sampled from the trained generator."""
 
     per_class: int = 100  # images generated for every class (balanced)
-    sampler: Literal["dpmsolver++", "ddim", "ddpm"] = "dpmsolver++"
+    sampler: Literal["sde-dpmsolver++", "dpmsolver++", "ddim", "ddpm"] = "sde-dpmsolver++"
     steps: int = 25  # denoising steps (ddpm ignores fewer than its training steps only if you ask it to)
     guidance_scale: float = 2.0  # classifier-free guidance; 1 = off, 0 = unconditional
     batch_size: int = 32

@@ -53,6 +53,11 @@ def to_chw_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(array, copy=True))
 
 
+def domain_cache_dir(runs_root: str | Path, domain: str) -> Path:
+    """The one decode-once cache folder of a domain, shared by every stage (keyed by content, so safe)."""
+    return Path(runs_root) / domain / "cache" / "images"
+
+
 def cache_key(sha256s: Sequence[str], mode: str, size: int) -> str:
     return hash_payload({"sha256": list(sha256s), "mode": mode, "size": size, "resize": "pad-lanczos-v1"})
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -27,9 +26,3 @@ def phantom_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def phantom_dir(phantom_master: Path, tmp_path: Path) -> Path:
     """A private copy of the phantom set that a test may add bad files to."""
     return Path(shutil.copytree(phantom_master, tmp_path / "data"))
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file: equal snapshots mean the folder is byte-identical."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import snapshot
+from folder_snapshot import snapshot
 from pipeline.cli import build_parser, main
 
 

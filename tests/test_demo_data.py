@@ -10,7 +10,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from conftest import snapshot
+from folder_snapshot import snapshot
 from pipeline.demo_data import DEMO_CLASSES, PhantomSpec, make_demo_dataset
 
 

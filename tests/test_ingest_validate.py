@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import snapshot
+from folder_snapshot import snapshot
 from pipeline.config import DataConfig, SplitConfig, load_domain_config
 from pipeline.errors import DataError
 from pipeline.imageio import read_image

@@ -26,6 +26,7 @@ from pipeline.generator.data import check_disjoint, class_names_for, load_traini
 from pipeline.generator.sampling import load_generator
 from pipeline.generator.synthesis import synthesize
 from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
+from pipeline.image_tensors import domain_cache_dir
 from pipeline.stages import load_split
 from pipeline.store import COMPLETE_MARKER, RunStore, atomic_write_json, atomic_write_table, read_table
 
@@ -57,11 +58,6 @@ def generator_key(config: DomainConfig, split_hash: str, class_names: list[str])
                          "class_names": class_names, "seed": config.seed})
 
 
-def image_cache_dir(config: DomainConfig) -> Path:
-    """Shared decode-once tensor cache of the domain (keyed by content, so safe to share)."""
-    return Path(config.runs_root) / config.name / "cache" / "images"
-
-
 def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[str],
                           progress: bool = True) -> GeneratorOutput:
     """Train the class-conditional generator on the split's training side (resuming when interrupted)."""
@@ -82,7 +78,7 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
         return GeneratorOutput(key, directory, model_path, digest, summary, cached=True)
 
     started = time.perf_counter()
-    data = load_training_data(config, split, image_cache_dir(config), progress=progress)
+    data = load_training_data(config, split, domain_cache_dir(config.runs_root, config.name), progress=progress)
     result = train_generator(config, data, directory, split.split_hash, progress=progress)
     digest = file_sha256(result.model_path)
     per_class = {name: int((data.labels == i).sum()) for i, name in enumerate(class_names)}

@@ -17,7 +17,7 @@ from pipeline.generator.sampling import make_sampler
     ({"synthesis": {"steps": -5}}, "synthesis.steps = -5 is invalid; expected an integer >= 1"),
     ({"synthesis": {"guidance_scale": -1.0}}, "synthesis.guidance_scale = -1.0 is invalid"),
     ({"synthesis": {"sampler": "euler"}}, "synthesis.sampler = 'euler' is not allowed; allowed values: "
-                                          "'dpmsolver++', 'ddim', 'ddpm'"),
+                                          "'sde-dpmsolver++', 'dpmsolver++', 'ddim', 'ddpm'"),
     ({"synthesis": {"per_class": 0}}, "synthesis.per_class = 0 is invalid"),
     ({"generator": {"train_steps": -1}}, "generator.train_steps = -1 is invalid; expected an integer >= 1"),
     ({"generator": {"image_size": 20}}, "generator.image_size = 20 is invalid; expected a multiple of 8"),
@@ -38,7 +38,7 @@ def test_zero_classes_is_a_clear_error() -> None:
 
 def test_sampler_rejects_unknown_names_and_step_counts() -> None:
     noise = {"num_train_timesteps": 100, "beta_schedule": "linear", "prediction_type": "epsilon"}
-    with pytest.raises(ConfigError, match="synthesis.sampler = 'euler' is invalid; expected one of dpmsolver"):
+    with pytest.raises(ConfigError, match="synthesis.sampler = 'euler' is invalid; expected one of sde-dpmsolver"):
         make_sampler("euler", noise, 10)
     with pytest.raises(ConfigError, match="synthesis.steps = 500 is invalid; expected 1..100"):
         make_sampler("ddim", noise, 500)

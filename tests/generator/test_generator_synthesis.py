@@ -25,7 +25,7 @@ def _generator(channels: int, mode: str) -> LoadedGenerator:
     return LoadedGenerator(model, ["a", "b/c"], channels, mode, 16, NOISE, {})
 
 
-@pytest.mark.parametrize(("sampler", "steps"), [("dpmsolver++", 4), ("ddim", 4), ("ddpm", 100)])
+@pytest.mark.parametrize(("sampler", "steps"), [("sde-dpmsolver++", 4), ("dpmsolver++", 4), ("ddim", 4), ("ddpm", 100)])
 @pytest.mark.parametrize("guidance", [0.0, 1.0, 3.0])
 def test_every_sampler_and_guidance_gives_images_in_range(sampler: str, steps: int, guidance: float) -> None:
     out = sample(_generator(1, "L"), [0, 1], [1, 2], sampler, steps, guidance)
