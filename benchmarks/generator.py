@@ -181,7 +181,7 @@ def main() -> int:
     labs = [i % NUM_CLASSES for i in range(sample_batch)]
     seeds = list(range(sample_batch))
     sampling: list[dict[str, Any]] = []
-    for sampler, steps in (("dpmsolver++", 20), ("ddim", 50), ("ddpm", 1000)):
+    for sampler, steps in (("sde-dpmsolver++", 20), ("dpmsolver++", 20), ("ddim", 50), ("ddpm", 1000)):
         timed_steps = steps if (sampler != "ddpm" or full_ddpm) else 50
         for guidance in (1.0, 2.0):
             if bf16:

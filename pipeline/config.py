@@ -362,6 +362,8 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{source}: {key} has an invalid value {value!r}")
     if origin is Literal:
+        if isinstance(value, bool) and str(value).lower() in args:  # YAML reads `pretrained: false` as a bool
+            value = str(value).lower()
         if value not in args:
             raise ConfigError(f"{source}: {key} = {value!r} is not allowed; allowed values: "
                               f"{', '.join(repr(a) for a in args)}")

@@ -107,3 +107,8 @@ def test_stage_hash_changes_only_with_its_sections() -> None:
 def test_attention_levels_must_match_levels() -> None:
     with pytest.raises(ConfigError, match="generator.attention_levels"):
         GeneratorConfig(block_out_channels=[32, 64], attention_levels=[False, False, True])
+
+
+def test_yaml_booleans_are_accepted_for_true_false_choices() -> None:
+    config = load_domain_config("demo", overrides=parse_override("classifiers.pretrained=false"))
+    assert config.classifiers.pretrained == "false"
