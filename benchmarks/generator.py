@@ -19,7 +19,6 @@ Prints a table and writes JSON to benchmarks/results/generator.json (generator-g
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ class ClassifierOutput:
     results_path: Path  # parquet; a CSV copy sits beside it
     summary: dict[str, Any]
     cached: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def class_names_of(config: DomainConfig, labels: pd.Series) -> list[str]:

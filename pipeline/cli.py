@@ -108,14 +108,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from pipeline.stages import ingest_stage
 
         ingest = ingest_stage(config, args.data, progress=not args.quiet)
-        _print_ingest(ingest)
+        _print_summary(ingest.summary, ingest.quarantine_path)
         return 0
     if args.command == "split":
         from pipeline.stages import ingest_stage, split_stage
 
         ingest = ingest_stage(config, args.data, progress=not args.quiet)
-        _print_ingest(ingest)
-        _print_split(split_stage(config, ingest.manifest_path))
+        _print_summary(ingest.summary, ingest.quarantine_path)
+        split = split_stage(config, ingest.manifest_path)
+        _print_counts(split.summary, split.split_path)
         return 0
     if args.command == "classifiers":
         from classifiers.cli import run as run_classifiers
@@ -171,10 +172,6 @@ def _print_classifiers(info: dict[str, Any]) -> None:
     print(f"results table: {Path(info['results']).with_suffix('.csv')}")
 
 
-def _print_ingest(ingest: Any) -> None:
-    _print_summary(ingest.summary, ingest.quarantine_path)
-
-
 def _print_summary(summary: dict[str, Any], quarantine_path: Any) -> None:
     per_class = ", ".join(f"{k} {v}" for k, v in summary["per_class"].items())
     print(f"usable images: {summary['usable']} ({per_class})")
@@ -188,10 +185,6 @@ def _print_summary(summary: dict[str, Any], quarantine_path: Any) -> None:
         print(f"note: {note}")
     if len(summary.get("notes", [])) > 10:
         print(f"note: ... {len(summary['notes']) - 10} more notes in the ingest folder's notes.txt")
-
-
-def _print_split(split: Any) -> None:
-    _print_counts(split.summary, split.split_path)
 
 
 def _print_counts(summary: dict[str, Any], split_path: Any) -> None:

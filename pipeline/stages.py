@@ -8,7 +8,7 @@ Prefect tasks wrap these functions one to one; the CLI and the benchmarks call t
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -40,7 +40,6 @@ class SplitOutput:
     split_hash: str
     summary: dict[str, object]
     cached: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def resolve_data_path(config: DomainConfig, data_path: str | os.PathLike[str] | None) -> Path:

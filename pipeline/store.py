@@ -51,12 +51,6 @@ def atomic_open(target: str | os.PathLike[str], mode: str = "w", **kwargs: Any) 
         yield handle
 
 
-def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
-    with atomic_open(target, "wb") as handle:
-        handle.write(data)
-    return Path(target)
-
-
 def atomic_write_text(target: str | os.PathLike[str], text: str) -> Path:
     with atomic_open(target, "w", encoding="utf-8") as handle:
         handle.write(text)

@@ -28,7 +28,7 @@ from pipeline.generator.synthesis import synthesize
 from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
 from pipeline.image_tensors import domain_cache_dir
 from pipeline.stages import load_split
-from pipeline.store import COMPLETE_MARKER, RunStore, atomic_write_json, atomic_write_table, read_table
+from pipeline.store import COMPLETE_MARKER, RunStore, atomic_write_json, atomic_write_table
 
 GENERATOR_STAGE, SYNTHESIS_STAGE = "generator", "synthesis"
 
@@ -138,6 +138,3 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
     store.latest_link(SYNTHESIS_STAGE, key)
     return SynthesisOutput(key, directory, manifest_path, summary)
 
-
-def read_synthesis_manifest(output: SynthesisOutput) -> Any:
-    return read_table(output.manifest_path)
