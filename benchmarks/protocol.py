@@ -32,7 +32,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout, ahead of benchmarks/ (whose classifiers.py would shadow the package)
 
-from pipeline.config import DomainConfig, configs_dir, load_domain_config, read_yaml
+from pipeline.config import DomainConfig, load_domain_config
 from pipeline.errors import SynthAugmentError
 from pipeline.run import RunRecord, run_domain
 from pipeline.store import atomic_write_json, atomic_write_text, read_table
@@ -50,19 +50,11 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results" / "protocol"
 
 
 def budget_config(domain: str, budget: str, runs_root: str | None, extra: dict[str, Any] | None = None) -> DomainConfig:
-    path = configs_dir() / "budgets" / f"{budget}.yaml"
-    if not path.is_file():
-        names = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise SynthAugmentError(f"unknown budget {budget!r}; available budgets: {', '.join(names)}")
-    doc = read_yaml(path)
-    overrides = dict(doc.get("overrides") or {})
+    """The domain under ``budget`` (its profile, its overrides), then ``runs_root`` and ``extra`` on top."""
+    overrides = dict(extra or {})
     if runs_root:
         overrides["runs_root"] = runs_root
-    if extra:
-        from pipeline.config import deep_merge
-
-        overrides = deep_merge(overrides, extra)
-    return load_domain_config(domain, doc.get("profile", "cpu"), overrides)
+    return load_domain_config(domain, overrides=overrides, budget=budget)
 
 
 def departures_from_study(config: DomainConfig) -> list[dict[str, Any]]:
@@ -70,7 +62,7 @@ def departures_from_study(config: DomainConfig) -> list[dict[str, Any]]:
     study = load_domain_config(config.name, "gpu").to_dict()
     ours = config.to_dict()
     rows = []
-    for section in ("generator", "synthesis", "classifiers"):
+    for section in ("split", "generator", "synthesis", "classifiers"):
         for key, value in ours[section].items():
             if study[section][key] != value:
                 rows.append({"setting": f"{section}.{key}", "this run": value, "study (gpu profile)": study[section][key]})

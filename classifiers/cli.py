@@ -15,17 +15,20 @@ from typing import Any
 import pandas as pd
 
 
-def register(sub: Any, domain_args: argparse.ArgumentParser) -> None:
-    """Add the ``classifiers`` sub-command to the main parser."""
-    cmd = sub.add_parser("classifiers", parents=[domain_args], help="train and evaluate the CNN panel (all arms)",
+def register(sub: Any, parents: Any) -> None:
+    """Add the ``classifiers`` sub-command to the main parser (see pipeline.cli)."""
+    cmd = sub.add_parser("classifiers", parents=[parents.domain], help="train and evaluate the CNN panel (all arms)",
                          description=__doc__.split("\n\n")[0])
     cmd.add_argument("--synthetic", default=None, help="synthetic manifest (parquet/CSV: path, label, sha256)")
+    cmd.set_defaults(func=run)
 
 
-def run(config: Any, args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from classifiers.stage import ENSEMBLE, classifiers_stage
+    from pipeline.cli import config_from_args
     from pipeline.stages import ingest_stage, split_stage
 
+    config = config_from_args(args)
     ingest = ingest_stage(config, args.data, progress=not args.quiet)
     split = split_stage(config, ingest.manifest_path)
     out = classifiers_stage(config, split.split_path, args.synthetic, progress=not args.quiet)

@@ -28,7 +28,7 @@ def fold_indices(labels: np.ndarray, groups: np.ndarray | None, folds: int, seed
     if (counts < folds).any():
         small = ", ".join(f"{k} ({v})" for k, v in counts[counts < folds].items())
         raise DataError(f"{folds}-fold cross-validation needs at least {folds} images per class; "
-                        f"too few in: {small}. Lower classifiers.folds or add images")
+                        f"too few in: {small}. Lower split.cv_folds or add images")
     dummy = np.zeros(len(labels))
     if groups is not None:
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)

@@ -14,7 +14,6 @@ Arms that need synthetic data are skipped, with a note in the summary, when ther
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -68,7 +67,8 @@ def classifiers_stage(config: DomainConfig, split_path: str | os.PathLike[str],
                  if synthetic_manifest_path is not None else None)
     synthetic_hash = manifest_hash(synthetic) if synthetic is not None else None
 
-    key = hash_payload({"split_hash": split.split_hash, "synthetic": synthetic_hash, "classifiers": dataclasses.asdict(cc),
+    key = hash_payload({"split_hash": split.split_hash, "synthetic": synthetic_hash, "classifiers": cc.to_dict(),
+                        "folds": config.split.cv_folds,
                         "seed": config.seed, "mode": config.data.mode, "class_names": class_names, "version": 1})
     store = RunStore(config.runs_root, config.name)
     directory = store.stage_dir(STAGE, key)
@@ -94,13 +94,14 @@ def classifiers_stage(config: DomainConfig, split_path: str | os.PathLike[str],
         atomic_write_table(arm_path, table, csv_copy=False)
         load_tensors(table, class_names, config.data.mode, cc.image_size, cache_dir, progress)
         for architecture in cc.architectures:
-            for fold in range(cc.folds):
+            for fold in range(config.split.cv_folds):
                 specs.append(FitSpec(
                     domain=config.name, arm=arm, architecture=architecture, fold=fold,
                     arm_manifest_path=str(arm_path), arm_hash=manifest_hash(table),
                     test_manifest_path=str(test_path), test_hash=manifest_hash(test),
                     class_names=tuple(class_names), mode=config.data.mode, seed=config.seed,
-                    config=dict(dataclasses.asdict(cc)), augment=arm in AUGMENTED, runs_root=str(config.runs_root),
+                    config=cc.to_dict(), folds=config.split.cv_folds, augment=arm in AUGMENTED,
+                    runs_root=str(config.runs_root),
                     cache_dir=str(cache_dir)))
 
     results: list[FitResult] = []
@@ -109,7 +110,8 @@ def classifiers_stage(config: DomainConfig, split_path: str | os.PathLike[str],
 
     table = results_table(results, test, class_names)
     atomic_write_table(results_path, table)
-    summary = _summary(table, results, notes, time.perf_counter() - started, dataclasses.asdict(cc))
+    summary = _summary(table, results, notes, time.perf_counter() - started,
+                       {**cc.to_dict(), "folds": config.split.cv_folds})
     atomic_write_json(directory / "summary.json", summary)
     store.mark_complete(STAGE, key, summary)
     store.latest_link(STAGE, key)

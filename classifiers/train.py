@@ -33,7 +33,7 @@ from classifiers.cv import fold_indices, groups_of
 from classifiers.data import BatchMaker, load_tensors
 from classifiers.early_stopping import EarlyStopping
 from classifiers.metrics import classification_metrics
-from classifiers.weights import build_model, parse_checkpoints
+from classifiers.weights import build_model
 from pipeline.config import ClassifierConfig, from_dict, hash_payload
 from pipeline.store import RunStore, atomic_save_with, atomic_write_json, read_json
 
@@ -57,6 +57,7 @@ class FitSpec:
     mode: str  # L or RGB
     seed: int
     config: dict[str, Any]  # ClassifierConfig as a dict
+    folds: int  # k of the k-fold CV (split.cv_folds)
     augment: bool
     runs_root: str
     cache_dir: str
@@ -64,8 +65,9 @@ class FitSpec:
     @property
     def key(self) -> str:
         config = {k: v for k, v in self.config.items() if k not in _NOT_IN_KEY}
-        config["checkpoint"] = parse_checkpoints(self.config.get("checkpoints", [])).get(self.architecture)
+        config["checkpoint"] = (self.config.get("checkpoints") or {}).get(self.architecture)
         return hash_payload({"arm": self.arm, "architecture": self.architecture, "fold": self.fold,
+                             "folds": self.folds,
                              "arm_hash": self.arm_hash, "test_hash": self.test_hash,
                              "class_names": list(self.class_names), "mode": self.mode, "seed": self.seed,
                              "config": config, "augment": self.augment, "version": 1})
@@ -112,14 +114,14 @@ def run_fit(spec: FitSpec, progress: bool = False) -> FitResult:
     test = pd.read_parquet(spec.test_manifest_path)
     images, labels = load_tensors(arm, class_names, spec.mode, config.image_size, spec.cache_dir)
     test_images, test_labels = load_tensors(test, class_names, spec.mode, config.image_size, spec.cache_dir)
-    folds = fold_indices(labels.numpy(), groups_of(arm), config.folds, spec.seed)
+    folds = fold_indices(labels.numpy(), groups_of(arm), spec.folds, spec.seed)
     train_idx, val_idx = (torch.from_numpy(i) for i in folds[spec.fold])
 
     seed = fit_seed(spec.seed, spec.arm, spec.architecture, spec.fold)
     torch.manual_seed(seed)
     channels = images.shape[1]
     model, weights = build_model(spec.architecture, channels, len(class_names), config.pretrained,
-                                 parse_checkpoints(config.checkpoints))
+                                 config.checkpoints)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     mean, std = zoo.normalisation(model, channels)

@@ -1,4 +1,4 @@
-"""Pretrained weights: ``true | false | auto``, local checkpoint files, and an honest offline story.
+"""Pretrained weights: ``true | false | "auto"``, local checkpoint files, and an honest offline story.
 
 ``auto`` uses pretrained weights when they can be had (a local checkpoint, or the hub when it is
 reachable) and otherwise trains from scratch; either way the choice and the reason are returned
@@ -14,8 +14,10 @@ from __future__ import annotations
 import functools
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from torch import nn
 
@@ -33,7 +35,7 @@ class PretrainedUnavailableError(ConfigError):
 class WeightsChoice:
     """What a fit actually started from, recorded beside its metrics."""
 
-    requested: str  # true | false | auto
+    requested: str  # "true" | "false" | "auto" (a results-table column: one type)
     used: bool  # pretrained weights were loaded
     source: str  # "scratch", "hub", or the local checkpoint path
     note: str  # human-readable reason, empty when nothing surprising happened
@@ -53,29 +55,20 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
     return False
 
 
-def parse_checkpoints(entries: list[str]) -> dict[str, str]:
-    """``["resnet18=/w/r18.pth", ...]`` -> ``{"resnet18": "/w/r18.pth"}`` (names checked)."""
-    out: dict[str, str] = {}
-    for entry in entries:
-        name, sep, path = entry.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise ConfigError(f"classifiers.checkpoints: {entry!r} is invalid; expected ARCH=PATH, "
-                              f"for example resnet18=/weights/resnet18.safetensors")
-        zoo.check_architectures([name.strip()])
-        out[name.strip()] = path.strip()
-    return out
+def build_model(name: str, in_chans: int, num_classes: int, pretrained: bool | Literal["auto"],
+                checkpoints: Mapping[str, str] | None = None) -> tuple[nn.Module, WeightsChoice]:
+    """Create ``name`` honouring ``pretrained`` (true, false or "auto"); returns the model and what it got.
 
-
-def build_model(name: str, in_chans: int, num_classes: int, pretrained: str,
-                checkpoints: dict[str, str] | None = None) -> tuple[nn.Module, WeightsChoice]:
-    """Create ``name`` honouring ``pretrained`` (true|false|auto); returns the model and what it got."""
-    if pretrained not in ("true", "false", "auto"):
-        raise ConfigError(f"classifiers.pretrained = {pretrained!r} is invalid; expected 'true', 'false' or 'auto'")
-    if pretrained == "false":
-        return zoo.create(name, in_chans, num_classes), WeightsChoice("false", False, "scratch", "")
+    ``checkpoints`` maps architecture names to local weight files (``classifiers.checkpoints``).
+    """
+    if pretrained not in (True, False, "auto"):
+        raise ConfigError(f"classifiers.pretrained = {pretrained!r} is invalid; expected true, false or 'auto'")
+    requested = str(pretrained).lower()
+    if pretrained is False:
+        return zoo.create(name, in_chans, num_classes), WeightsChoice(requested, False, "scratch", "")
 
     checkpoint = (checkpoints or {}).get(name)
-    how_to = (f"put a weights file on disk and set classifiers.checkpoints: ['{name}=/path/to/{name}.pth'] "
+    how_to = (f"put a weights file on disk and set classifiers.checkpoints: {{{name}: /path/to/{name}.pth}} "
               f"(a timm/torchvision state dict), or run where the hub is reachable, or set "
               f"classifiers.pretrained: auto (falls back to training from scratch) or false")
     if checkpoint is not None:
@@ -83,10 +76,10 @@ def build_model(name: str, in_chans: int, num_classes: int, pretrained: str,
             raise PretrainedUnavailableError(f"pretrained weights for {name}: checkpoint file {checkpoint!r} "
                                              f"does not exist; {how_to}")
         model = zoo.create(name, in_chans, num_classes, pretrained=True, checkpoint=checkpoint)
-        return model, WeightsChoice(pretrained, True, str(checkpoint), "")
+        return model, WeightsChoice(requested, True, str(checkpoint), "")
 
     if not hub_reachable():
-        if pretrained == "true":
+        if pretrained is True:
             raise PretrainedUnavailableError(f"pretrained weights for {name} are unavailable: the weight hub "
                                              f"({', '.join(h for h, _ in HUB_HOSTS)}) is unreachable and no local "
                                              f"checkpoint is configured; {how_to}")
@@ -95,9 +88,9 @@ def build_model(name: str, in_chans: int, num_classes: int, pretrained: str,
     try:
         model = zoo.create(name, in_chans, num_classes, pretrained=True)
     except Exception as exc:  # network, missing file, corrupted download: all mean "no weights"
-        if pretrained == "true":
+        if pretrained is True:
             raise PretrainedUnavailableError(f"pretrained weights for {name} could not be loaded "
                                              f"({type(exc).__name__}: {exc}); {how_to}") from exc
         note = f"pretrained: auto -> {name} trained from scratch (loading failed: {type(exc).__name__}: {exc})"
         return zoo.create(name, in_chans, num_classes), WeightsChoice("auto", False, "scratch", note)
-    return model, WeightsChoice(pretrained, True, "hub", "")
+    return model, WeightsChoice(requested, True, "hub", "")

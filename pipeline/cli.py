@@ -7,21 +7,37 @@
     synth-augment run --domain D             every stage, end to end
     synth-augment generator train|sample|grid --domain D   the diffusion generator and the synthetic set
 
+Every command takes --profile, --budget and --set KEY=VALUE (see pipeline/config.py for the layering).
 User errors (bad config, unusable data) print one clear message and exit with status 2.
+
+Adding a command: a ``register(sub, parents)`` function that calls ``sub.add_parser(...)`` (inheriting
+``parents.domain`` or ``parents.common``) and ``set_defaults(func=handler)``, where ``handler(args)`` returns
+the exit status (``config_from_args(args)`` resolves the config); then one entry in ``build_parser``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PROFILES, DomainConfig, available_domains, deep_merge, load_domain_config, parse_override
+from pipeline.config import (PROFILES, DomainConfig, available_budgets, available_domains, deep_merge, load_domain_config,
+                             parse_override)
 from pipeline.errors import SynthAugmentError
 from pipeline.run import ALL_STAGES
 
 DEMO_DATA_DIRNAME = "demo-data"
+
+
+@dataclass(frozen=True)
+class Parents:
+    """Shared argument groups a sub-command can inherit: ``common`` (profile, budget, --set, ...) and
+    ``domain`` (common plus --domain and --data)."""
+
+    common: argparse.ArgumentParser
+    domain: argparse.ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,11 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--profile", choices=PROFILES, default="cpu", help="machine profile (default: cpu)")
+    common.add_argument("--profile", choices=PROFILES, default=None,
+                        help="machine profile (default: the budget's, else cpu)")
+    common.add_argument("--budget", default=None,
+                        help=f"a named budget ({', '.join(available_budgets())}) or a budget YAML path")
     common.add_argument("--runs-root", default=None, help="run store root (default: config runs_root, ./runs)")
     common.add_argument("--seed", type=int, default=None, help="override the config's seed")
     common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set classifiers.folds=3 (repeatable)")
+                        help="override a config value, e.g. --set split.cv_folds=3 (value parsed as YAML; "
+                             "repeatable)")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
 
     domain_args = argparse.ArgumentParser(add_help=False, parents=[common])
@@ -43,13 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
     domain_args.add_argument("--data", default=None, help="dataset: ImageFolder root or CSV/parquet manifest "
                                                           "(default: the config's data.path)")
 
-    demo = sub.add_parser("demo", parents=[common], help="make the phantom demo dataset and run the pipeline on it",
+    from classifiers.cli import register as register_classifiers
+    from pipeline.generator.cli import register as register_generator
+
+    parents = Parents(common, domain_args)
+    for register in (register_core, register_generator, register_classifiers):  # a new command: one more here
+        register(sub, parents)
+    return parser
+
+
+def register_core(sub: Any, parents: Parents) -> None:
+    """The pipeline's own commands: demo, demo-data, ingest, validate, split, run."""
+    demo = sub.add_parser("demo", parents=[parents.common],
+                          help="make the phantom demo dataset and run the pipeline on it",
                           description="Write the built-in phantom dataset (no download) and run every stage on it.")
     demo.add_argument("--mode", choices=("L", "RGB"), default="L", help="grayscale (L) or the RGB variant")
     demo.add_argument("--per-class", type=int, default=200, help="phantom images per class (default: 200)")
     demo.add_argument("--size", type=int, default=64, help="phantom image side in pixels (default: 64)")
     demo.add_argument("--until", choices=ALL_STAGES, default=ALL_STAGES[-1],
                       help="stop after this stage (default: run everything)")
+    demo.set_defaults(func=_demo)
 
     data_cmd = sub.add_parser("demo-data", help="only write the phantom dataset (ImageFolder layout)",
                               description="Write the phantom dataset to OUT (deterministic from --seed).")
@@ -58,28 +91,26 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmd.add_argument("--per-class", type=int, default=200)
     data_cmd.add_argument("--size", type=int, default=64)
     data_cmd.add_argument("--seed", type=int, default=0)
+    data_cmd.set_defaults(func=_demo_data)
 
     for name, text in (("ingest", "discover and validate a dataset; print the quarantine summary"),
                        ("validate", "same as ingest: discover, validate, print the quarantine summary")):
-        sub.add_parser(name, parents=[domain_args], help=text, description=text[0].upper() + text[1:] + ".")
-    sub.add_parser("split", parents=[domain_args], help="ingest, validate and make/reuse the 20/80 split",
-                   description="Ingest, validate and make (or reuse) the persisted, verified 20/80 split.")
-    run = sub.add_parser("run", parents=[domain_args], help="run every stage for one domain",
+        cmd = sub.add_parser(name, parents=[parents.domain], help=text, description=text[0].upper() + text[1:] + ".")
+        cmd.set_defaults(func=_ingest)
+    split = sub.add_parser("split", parents=[parents.domain], help="ingest, validate and make/reuse the 20/80 split",
+                           description="Ingest, validate and make (or reuse) the persisted, verified 20/80 split.")
+    split.set_defaults(func=_split)
+    run = sub.add_parser("run", parents=[parents.domain], help="run every stage for one domain",
                          description="Run every stage of the pipeline for one domain, end to end.")
     run.add_argument("--until", choices=ALL_STAGES, default=ALL_STAGES[-1],
                      help="stop after this stage (default: run everything)")
-    from classifiers.cli import register as register_classifiers
-    from pipeline.generator.cli import add_generator_parser
-
-    add_generator_parser(sub, domain_args)
-    register_classifiers(sub, domain_args)
-    return parser
+    run.set_defaults(func=lambda args: _run(config_from_args(args), args.data, args.quiet, args.until))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        return args.func(args)
     except SynthAugmentError as exc:
         print(f"synth-augment: error: {exc}", file=sys.stderr)
         return 2
@@ -88,50 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    from pipeline.demo_data import PhantomSpec, make_demo_dataset
-
-    if args.command == "demo-data":
-        out = make_demo_dataset(args.out, PhantomSpec(args.per_class, args.size, args.mode, args.seed))
-        print(f"phantom dataset written to {out}")
-        return 0
-    if args.command == "demo":
-        domain = "demo" if args.mode == "L" else "demo-rgb"
-        config = _config(args, domain)
-        data_dir = Path(config.runs_root) / DEMO_DATA_DIRNAME / f"{args.mode}-{args.size}px-{args.per_class}"
-        make_demo_dataset(data_dir, PhantomSpec(args.per_class, args.size, args.mode, config.seed),
-                          progress=not args.quiet)
-        return _run(config, str(data_dir), args.quiet, args.until)
-
-    config = _config(args, args.domain)
-    if args.command in ("ingest", "validate"):
-        from pipeline.stages import ingest_stage
-
-        ingest = ingest_stage(config, args.data, progress=not args.quiet)
-        _print_summary(ingest.summary, ingest.quarantine_path)
-        return 0
-    if args.command == "split":
-        from pipeline.stages import ingest_stage, split_stage
-
-        ingest = ingest_stage(config, args.data, progress=not args.quiet)
-        _print_summary(ingest.summary, ingest.quarantine_path)
-        split = split_stage(config, ingest.manifest_path)
-        _print_counts(split.summary, split.split_path)
-        return 0
-    if args.command == "classifiers":
-        from classifiers.cli import run as run_classifiers
-
-        return run_classifiers(config, args)
-    if args.command == "run":
-        return _run(config, args.data, args.quiet, args.until)
-    if args.command == "generator":
-        from pipeline.generator.cli import run_generator_command
-
-        return run_generator_command(args, config)
-    raise AssertionError(f"unhandled command {args.command}")
-
-
-def _config(args: argparse.Namespace, domain: str) -> DomainConfig:
+def config_from_args(args: argparse.Namespace, domain: str | None = None) -> DomainConfig:
+    """The resolved config for a command: ``--domain`` (or ``domain``), ``--profile``, ``--budget``, then
+    ``--set``, ``--runs-root`` and ``--seed`` as the last layer."""
     overrides: dict[str, Any] = {}
     for text in args.overrides:
         overrides = deep_merge(overrides, parse_override(text))
@@ -139,7 +129,43 @@ def _config(args: argparse.Namespace, domain: str) -> DomainConfig:
         overrides["runs_root"] = args.runs_root
     if args.seed is not None:
         overrides["seed"] = args.seed
-    return load_domain_config(domain, args.profile, overrides)
+    return load_domain_config(domain or args.domain, args.profile, overrides, budget=args.budget)
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from pipeline.demo_data import PhantomSpec, make_demo_dataset
+
+    out = make_demo_dataset(args.out, PhantomSpec(args.per_class, args.size, args.mode, args.seed))
+    print(f"phantom dataset written to {out}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pipeline.demo_data import PhantomSpec, make_demo_dataset
+
+    config = config_from_args(args, "demo" if args.mode == "L" else "demo-rgb")
+    data_dir = Path(config.runs_root) / DEMO_DATA_DIRNAME / f"{args.mode}-{args.size}px-{args.per_class}"
+    make_demo_dataset(data_dir, PhantomSpec(args.per_class, args.size, args.mode, config.seed), progress=not args.quiet)
+    return _run(config, str(data_dir), args.quiet, args.until)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from pipeline.stages import ingest_stage
+
+    ingest = ingest_stage(config_from_args(args), args.data, progress=not args.quiet)
+    _print_summary(ingest.summary, ingest.quarantine_path)
+    return 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    from pipeline.stages import ingest_stage, split_stage
+
+    config = config_from_args(args)
+    ingest = ingest_stage(config, args.data, progress=not args.quiet)
+    _print_summary(ingest.summary, ingest.quarantine_path)
+    split = split_stage(config, ingest.manifest_path)
+    _print_counts(split.summary, split.split_path)
+    return 0
 
 
 def _run(config: DomainConfig, data: str | None, quiet: bool, until: str) -> int:

@@ -1,62 +1,89 @@
-"""Typed configuration: one dataclass per stage, a DomainConfig that holds them, strict YAML loading.
+"""Typed configuration: one pydantic model per stage and a DomainConfig that holds them.
 
-A run is configured by layering three YAML documents over the dataclass defaults:
+Layering (the one place it is defined; README "Configuration" points here). Later layers win,
+mappings merge key by key, everything else (lists included) replaces:
 
-    profile (flows/configs/profiles/<profile>.yaml)   sizes for the machine: cpu or gpu
-    domain  (flows/configs/domains/<domain>.yaml)      classes, channel mode, counts per class
-    domain.profiles.<profile>                          the domain's own overrides for that profile
+    1. model defaults                 the field defaults below
+    2. profile                        flows/configs/profiles/<profile>.yaml: sizes for the machine (cpu | gpu)
+    3. domain                         flows/configs/domains/<domain>.yaml (or a YAML path): classes, mode, counts
+    4. domain.profiles.<profile>      the domain file's own overrides for that profile
+    5. budget                         flows/configs/budgets/<budget>.yaml ``overrides`` (optional; the budget
+                                      names its profile, which is then the default profile)
+    6. overrides                      ``--set key=value`` on the command line (value parsed as YAML), or the
+                                      ``overrides`` mapping of ``load_domain_config``
 
-Unknown keys are errors (a typo must not silently fall back to a default), and every value is
-type-checked with an error that names the dotted key and the allowed values.
+Validation: unknown keys are errors (a typo must not silently fall back to a default); types are
+strict (booleans are YAML true/false, numbers are numbers, no "true" or "5" strings); ranges are
+``Field`` constraints or validators. Every problem becomes one ``ConfigError`` line that names the
+dotted key and what is allowed. ``DomainConfig.model_json_schema()`` is the JSON schema (Prefect
+shows it for flow parameters).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 
 ChannelMode = Literal["L", "RGB"]
 Profile = Literal["cpu", "gpu"]
 PROFILES: tuple[str, ...] = typing.get_args(Profile)
+# One vocabulary for mixed precision (generator and classifiers): auto = bf16 on a GPU, none on a CPU.
+MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
+Sampler = Literal["sde-dpmsolver++", "dpmsolver++", "ddim", "ddpm"]
+SAMPLERS: tuple[str, ...] = typing.get_args(Sampler)
+Architecture = Literal["resnet18", "resnet50", "vgg16", "vgg19", "alexnet", "densenet121", "mobilenetv2_100",
+                       "googlenet"]
+CLASSIFIER_ARCHITECTURES: tuple[str, ...] = typing.get_args(Architecture)
+Arm = Literal["synthetic", "real", "real+aug", "real+synthetic"]
+ARMS: tuple[str, ...] = typing.get_args(Arm)
 
 
-@dataclass
-class DataConfig:
+class FieldProblem(ValueError):
+    """Raised by a model-level check about one field: the message names ``field`` under the model's key."""
+
+    def __init__(self, field: str, value: Any, expected: str) -> None:
+        super().__init__(f"{field} = {value!r} is invalid; expected {expected}")
+        self.field, self.value, self.expected = field, value, expected
+
+
+class Section(BaseModel):
+    """Base of every config model: unknown keys forbidden, strict types. Build from user data with
+    ``from_dict`` (errors become one ConfigError line); direct construction raises pydantic's error."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="python")
+
+
+class DataConfig(Section):
     """Where the real images are and how to read them."""
 
     path: str | None = None  # ImageFolder root, or a CSV/parquet manifest with path,label[,patient_id]
     mode: ChannelMode = "L"  # channels at every boundary: L = grayscale (MRI, CT), RGB = microscopy
-    class_names: list[str] = field(default_factory=list)  # expected classes; empty = whatever is found
-    min_side: int = 32  # images smaller than this on either side are quarantined
-    max_pixels: int = 80_000_000  # decompression-bomb guard: larger images are quarantined unread
-
-    def __post_init__(self) -> None:
-        _require(self.min_side >= 1, "data.min_side", self.min_side, "an integer >= 1")
-        _require(self.max_pixels >= 1, "data.max_pixels", self.max_pixels, "an integer >= 1")
+    class_names: list[str] = []  # expected classes; empty = whatever is found
+    min_side: int = Field(32, ge=1)  # images smaller than this on either side are quarantined
+    max_pixels: int = Field(80_000_000, ge=1)  # decompression-bomb guard: larger images are quarantined unread
 
 
-@dataclass
-class SplitConfig:
+class SplitConfig(Section):
     """The study's protocol: a stratified 20% per class trains the generator, 80% is held out."""
 
-    train_fraction: float = 0.2
-    cv_folds: int = 5  # later stages run k-fold CV on the training side; the split checks it is possible
-
-    def __post_init__(self) -> None:
-        _require(0.0 < self.train_fraction < 1.0, "split.train_fraction", self.train_fraction,
-                 "a number strictly between 0 and 1")
-        _require(self.cv_folds >= 2, "split.cv_folds", self.cv_folds, "an integer >= 2")
+    train_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    # The one knob for k: the classifiers run k-fold CV on the training side, and the split checks
+    # that every class gives each fold a training image.
+    cv_folds: int = Field(5, ge=2)
 
     def min_images_per_class(self) -> int:
         """Smallest class that still gives every CV fold one training image and leaves a test image."""
@@ -65,181 +92,145 @@ class SplitConfig:
         return max(math.ceil(self.cv_folds / self.train_fraction), self.cv_folds + 1)
 
 
-@dataclass
-class GeneratorConfig:
+class GeneratorConfig(Section):
     """Class-conditional diffusion UNet and its training schedule (used by pipeline.generator)."""
 
-    image_size: int = 64
-    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
-    layers_per_block: int = 1
-    attention_levels: list[bool] = field(default_factory=lambda: [False, False, False, True])
-    train_steps: int = 2000
-    batch_size: int = 16
-    learning_rate: float = 2e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
-    ema_decay: float = 0.999  # upper bound; EMA warm-up ramps towards it so short runs still average
-    num_train_timesteps: int = 1000
+    image_size: int = Field(64, ge=16, multiple_of=8)
+    block_out_channels: list[int] = [32, 64, 128, 128]
+    layers_per_block: int = Field(1, ge=1)
+    attention_levels: list[bool] = [False, False, False, True]
+    train_steps: int = Field(2000, ge=1)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0)  # max global gradient norm; 0 = no clipping
+    ema_decay: float = Field(0.999, ge=0, lt=1)  # upper bound; EMA warm-up ramps towards it so short runs average
+    num_train_timesteps: int = Field(1000, ge=2)
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
-    class_dropout: float = 0.1  # label dropout for classifier-free guidance
+    class_dropout: float = Field(0.1, ge=0, lt=1)  # label dropout for classifier-free guidance
     augment_flip: bool = False  # horizontal flips: only where anatomy allows it
     augment_affine: bool = True  # small rotation/scale/shift
-    affine_degrees: float = 5.0  # max rotation of the light affine augmentation
-    affine_scale: float = 0.05  # max relative zoom in or out
-    affine_shift: float = 0.03  # max shift as a fraction of the image side
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    affine_degrees: float = Field(5.0, ge=0, le=45)  # max rotation of the light affine augmentation
+    affine_scale: float = Field(0.05, ge=0, lt=0.5)  # max relative zoom in or out
+    affine_shift: float = Field(0.03, ge=0, lt=0.5)  # max shift as a fraction of the image side
+    checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    mixed_precision: MixedPrecision = "no"
 
-    def __post_init__(self) -> None:
-        _require(self.image_size >= 16 and self.image_size % 8 == 0, "generator.image_size",
-                 self.image_size, "a multiple of 8, at least 16")
-        _require(len(self.block_out_channels) >= 2, "generator.block_out_channels",
-                 self.block_out_channels, "a list of at least 2 channel counts")
-        _require(all(c >= 8 and c % 8 == 0 for c in self.block_out_channels), "generator.block_out_channels",
-                 self.block_out_channels, "channel counts that are multiples of 8")
-        _require(self.image_size % (2 ** (len(self.block_out_channels) - 1)) == 0, "generator.image_size",
-                 self.image_size, f"divisible by 2**(levels-1) = {2 ** (len(self.block_out_channels) - 1)}")
-        _require(len(self.attention_levels) == len(self.block_out_channels), "generator.attention_levels",
-                 self.attention_levels, f"a list of {len(self.block_out_channels)} booleans (one per level)")
-        _require(self.layers_per_block >= 1, "generator.layers_per_block", self.layers_per_block, "an integer >= 1")
-        _require(self.train_steps >= 1, "generator.train_steps", self.train_steps, "an integer >= 1")
-        _require(self.batch_size >= 1, "generator.batch_size", self.batch_size, "an integer >= 1")
-        _require(self.learning_rate > 0, "generator.learning_rate", self.learning_rate, "a number > 0")
-        _require(self.warmup_steps >= 0, "generator.warmup_steps", self.warmup_steps, "an integer >= 0")
-        _require(self.weight_decay >= 0, "generator.weight_decay", self.weight_decay, "a number >= 0")
-        _require(self.grad_clip >= 0, "generator.grad_clip", self.grad_clip, "a number >= 0 (0 = off)")
-        _require(0.0 <= self.class_dropout < 1.0, "generator.class_dropout", self.class_dropout,
-                 "a number in [0, 1)")
-        _require(0.0 <= self.ema_decay < 1.0, "generator.ema_decay", self.ema_decay, "a number in [0, 1)")
-        _require(self.num_train_timesteps >= 2, "generator.num_train_timesteps",
-                 self.num_train_timesteps, "an integer >= 2")
-        _require(0.0 <= self.affine_degrees <= 45.0, "generator.affine_degrees", self.affine_degrees,
-                 "a number of degrees in [0, 45]")
-        _require(0.0 <= self.affine_scale < 0.5, "generator.affine_scale", self.affine_scale, "a number in [0, 0.5)")
-        _require(0.0 <= self.affine_shift < 0.5, "generator.affine_shift", self.affine_shift, "a number in [0, 0.5)")
-        _require(self.checkpoint_every >= 1, "generator.checkpoint_every", self.checkpoint_every,
-                 "an integer >= 1")
-        _require(self.keep_checkpoints >= 1, "generator.keep_checkpoints", self.keep_checkpoints,
-                 "an integer >= 1")
+    @field_validator("block_out_channels")
+    @classmethod
+    def _channels(cls, value: list[int]) -> list[int]:
+        if len(value) < 2:
+            raise ValueError("a list of at least 2 channel counts")
+        if not all(c >= 8 and c % 8 == 0 for c in value):
+            raise ValueError("channel counts that are multiples of 8")
+        return value
+
+    @model_validator(mode="after")
+    def _levels(self) -> GeneratorConfig:
+        levels = len(self.block_out_channels)
+        if self.image_size % (2 ** (levels - 1)):
+            raise FieldProblem("image_size", self.image_size, f"divisible by 2**(levels-1) = {2 ** (levels - 1)}")
+        if len(self.attention_levels) != levels:
+            raise FieldProblem("attention_levels", self.attention_levels,
+                               f"a list of {levels} booleans (one per level of block_out_channels)")
+        return self
 
 
-SAMPLERS: tuple[str, ...] = ("sde-dpmsolver++", "dpmsolver++", "ddim", "ddpm")
-
-
-@dataclass
-class SynthesisConfig:
+class SynthesisConfig(Section):
     """How the balanced synthetic set is sampled from the trained generator."""
 
-    per_class: int = 100  # images generated for every class (balanced)
-    sampler: Literal["sde-dpmsolver++", "dpmsolver++", "ddim", "ddpm"] = "sde-dpmsolver++"
-    steps: int = 25  # denoising steps (ddpm ignores fewer than its training steps only if you ask it to)
-    guidance_scale: float = 2.0  # classifier-free guidance; 1 = off, 0 = unconditional
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        _require(self.per_class >= 1, "synthesis.per_class", self.per_class, "an integer >= 1")
-        _require(self.sampler in SAMPLERS, "synthesis.sampler", self.sampler, f"one of {', '.join(SAMPLERS)}")
-        _require(self.steps >= 1, "synthesis.steps", self.steps, "an integer >= 1")
-        _require(self.guidance_scale >= 0, "synthesis.guidance_scale", self.guidance_scale,
-                 "a number >= 0 (1 = no guidance)")
-        _require(self.batch_size >= 1, "synthesis.batch_size", self.batch_size, "an integer >= 1")
+    per_class: int = Field(100, ge=1)  # images generated for every class (balanced)
+    sampler: Sampler = "sde-dpmsolver++"
+    steps: int = Field(25, ge=1)  # denoising steps
+    guidance_scale: float = Field(2.0, ge=0)  # classifier-free guidance; 1 = off, 0 = unconditional
+    batch_size: int = Field(32, ge=1)
 
 
-CLASSIFIER_ARCHITECTURES: tuple[str, ...] = (
-    "resnet18", "resnet50", "vgg16", "vgg19", "alexnet", "densenet121", "mobilenetv2_100", "googlenet")
-Arm = Literal["synthetic", "real", "real+aug", "real+synthetic"]
-ARMS: tuple[str, ...] = typing.get_args(Arm)
+class ClassifierConfig(Section):
+    """The CNN panel and the evaluation protocol (used by classifiers/). CV folds: ``split.cv_folds``."""
 
-
-@dataclass
-class ClassifierConfig:
-    """The CNN panel and the evaluation protocol (used by classifiers/)."""
-
-    architectures: list[str] = field(default_factory=lambda: list(CLASSIFIER_ARCHITECTURES))
-    arms: list[Arm] = field(default_factory=lambda: list(ARMS))
-    pretrained: Literal["auto", "true", "false"] = "auto"
-    checkpoints: list[str] = field(default_factory=list)  # local weights per architecture: ARCH=PATH
-    image_size: int = 224
-    folds: int = 5
-    max_epochs: int = 50
-    patience: int = 5  # epochs without a validation-loss improvement before stopping
-    min_delta: float = 0.0  # an improvement must lower the validation loss by more than this
-    batch_size: int = 64
-    eval_batch_size: int = 128
-    learning_rate: float = 1e-4
-    weight_decay: float = 1e-2
+    architectures: list[Architecture] = list(CLASSIFIER_ARCHITECTURES)
+    arms: list[Arm] = list(ARMS)
+    pretrained: bool | Literal["auto"] = "auto"  # auto: pretrained weights when they can be had, else scratch
+    checkpoints: dict[Architecture, str] = {}  # local weights per architecture: {resnet18: /w/r18.pth}
+    image_size: int = Field(224, ge=16)
+    max_epochs: int = Field(50, ge=1)
+    patience: int = Field(5, ge=1)  # epochs without a validation-loss improvement before stopping
+    min_delta: float = Field(0.0, ge=0)  # an improvement must lower the validation loss by more than this
+    batch_size: int = Field(64, ge=2)
+    eval_batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
     lr_schedule: Literal["cosine", "none"] = "cosine"  # cosine: anneal to 1% over max_epochs
-    time_budget_s: float | None = None  # per fit; stops gracefully and records that it did
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    time_budget_s: float | None = Field(None, gt=0)  # per fit; stops gracefully and records that it did
+    mixed_precision: MixedPrecision = "auto"
     augment_hflip: bool = True  # real+aug arm: classic augmentation (flips, rotations, scaling)
     augment_vflip: bool = False
-    augment_rotation_deg: float = 15.0
-    augment_scale: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    augment_rotation_deg: float = Field(15.0, ge=0, le=180)
+    augment_scale: list[float] = [0.9, 1.1]
 
-    def __post_init__(self) -> None:
-        _require(self.image_size >= 16, "classifiers.image_size", self.image_size, "an integer >= 16")
-        _require(self.folds >= 2, "classifiers.folds", self.folds, "an integer >= 2")
-        _require(self.max_epochs >= 1, "classifiers.max_epochs", self.max_epochs, "an integer >= 1")
-        _require(self.patience >= 1, "classifiers.patience", self.patience, "an integer >= 1")
-        _require(self.min_delta >= 0, "classifiers.min_delta", self.min_delta, "a number >= 0")
-        _require(self.batch_size >= 2, "classifiers.batch_size", self.batch_size, "an integer >= 2")
-        _require(self.eval_batch_size >= 1, "classifiers.eval_batch_size", self.eval_batch_size,
-                 "an integer >= 1")
-        _require(self.learning_rate > 0, "classifiers.learning_rate", self.learning_rate, "a number > 0")
-        _require(self.weight_decay >= 0, "classifiers.weight_decay", self.weight_decay, "a number >= 0")
-        _require(self.time_budget_s is None or self.time_budget_s > 0, "classifiers.time_budget_s",
-                 self.time_budget_s, "null (no limit) or a number of seconds > 0")
-        unknown = [a for a in self.architectures if a not in CLASSIFIER_ARCHITECTURES]
-        _require(len(self.architectures) >= 1 and not unknown, "classifiers.architectures", self.architectures,
-                 f"a non-empty list of architecture names from: {', '.join(CLASSIFIER_ARCHITECTURES)}")
-        _require(len(set(self.architectures)) == len(self.architectures), "classifiers.architectures",
-                 self.architectures, "a list without repeated names")
-        _require(len(self.arms) >= 1 and len(set(self.arms)) == len(self.arms), "classifiers.arms", self.arms,
-                 f"a non-empty list without repeats from: {', '.join(ARMS)}")
-        _require(len(self.augment_scale) == 2 and 0 < self.augment_scale[0] <= self.augment_scale[1],
-                 "classifiers.augment_scale", self.augment_scale, "[min, max] with 0 < min <= max")
-        _require(0 <= self.augment_rotation_deg <= 180, "classifiers.augment_rotation_deg",
-                 self.augment_rotation_deg, "a number of degrees in [0, 180]")
-        for entry in self.checkpoints:
-            name, sep, path = entry.partition("=")
-            _require(bool(sep) and name.strip() in CLASSIFIER_ARCHITECTURES and bool(path.strip()),
-                     "classifiers.checkpoints", entry,
-                     f"ARCH=PATH entries with ARCH one of: {', '.join(CLASSIFIER_ARCHITECTURES)}")
+    @field_validator("architectures", "arms")
+    @classmethod
+    def _non_empty_unique(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("a non-empty list without repeated names")
+        return value
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _paths(cls, value: dict[str, str]) -> dict[str, str]:
+        if any(not path.strip() for path in value.values()):
+            raise ValueError("a mapping of architecture name to a weights file path, e.g. {resnet18: /w/r18.pth}")
+        return value
+
+    @field_validator("augment_scale")
+    @classmethod
+    def _scale(cls, value: list[float]) -> list[float]:
+        if len(value) != 2 or not 0 < value[0] <= value[1]:
+            raise ValueError("[min, max] with 0 < min <= max")
+        return value
 
 
-@dataclass
-class DomainConfig:
+class DomainConfig(Section):
     """Everything one run of one domain needs; saved, resolved, next to every run."""
 
     name: str
     profile: Profile = "cpu"
+    budget: str | None = None  # the budget layered in, if any (recorded with the run)
     seed: int = 20240501
     runs_root: str = "runs"
     description: str = ""
-    data: DataConfig = field(default_factory=DataConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
-    classifiers: ClassifierConfig = field(default_factory=ClassifierConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    classifiers: ClassifierConfig = Field(default_factory=ClassifierConfig)
 
-    def __post_init__(self) -> None:
-        _require(bool(self.name) and "/" not in self.name and self.name not in {".", ".."},
-                 "name", self.name, "a non-empty domain name without '/'")
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value or "/" in value or value in {".", ".."}:
+            raise ValueError("a non-empty domain name without '/'")
+        return value
 
     @property
     def channels(self) -> int:
         return 1 if self.data.mode == "L" else 3
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def stage_hash(self, *sections: str) -> str:
         """Content hash of the named config sections: a cache key that changes only when they do."""
         payload = {name: self.to_dict()[name] for name in sections}
         return hash_payload(payload)
+
+
+def resolve_mixed_precision(setting: str, device_type: str) -> Literal["no", "bf16", "fp16"]:
+    """``auto`` -> bf16 on a GPU, no on anything else; other settings are returned as they are."""
+    if setting == "auto":
+        return "bf16" if device_type == "cuda" else "no"
+    return typing.cast(Literal["no", "bf16", "fp16"], setting)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,14 +246,46 @@ def available_domains() -> list[str]:
     return sorted(p.stem for p in (configs_dir() / "domains").glob("*.yaml"))
 
 
-def load_domain_config(domain: str | Path, profile: str = "cpu",
-                       overrides: dict[str, Any] | None = None) -> DomainConfig:
-    """Resolve a domain config: dataclass defaults < profile < domain < domain.profiles[profile] < overrides.
+def available_budgets() -> list[str]:
+    return sorted(p.stem for p in (configs_dir() / "budgets").glob("*.yaml"))
 
-    ``domain`` is a packaged domain name (``brain-mri``) or a path to a YAML file of the same shape.
+
+def load_budget(budget: str | Path) -> tuple[str, dict[str, Any]]:
+    """A budget file (name or path): ``(profile, overrides)``."""
+    path = Path(budget)
+    if path.suffix not in {".yaml", ".yml"}:
+        path = configs_dir() / "budgets" / f"{budget}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"budget: unknown budget {str(budget)!r}; available budgets: "
+                              f"{', '.join(available_budgets())} (or pass a path to a YAML file)")
+    doc = read_yaml(path)
+    unknown = sorted(set(doc) - {"profile", "overrides"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed keys: overrides, profile")
+    profile = doc.get("profile", "cpu")
+    if profile not in PROFILES:
+        raise ConfigError(f"{path}: profile = {profile!r} is not allowed; allowed values: {', '.join(PROFILES)}")
+    overrides = doc.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{path}: overrides must be a mapping, got {overrides!r}")
+    return profile, overrides
+
+
+def load_domain_config(domain: str | Path, profile: str | None = None, overrides: dict[str, Any] | None = None,
+                       budget: str | Path | None = None) -> DomainConfig:
+    """Resolve a domain config through the layers in this module's docstring.
+
+    ``domain`` is a packaged domain name (``brain-mri``) or a path to a YAML file of the same shape;
+    ``profile`` defaults to the budget's profile, else ``cpu``; ``budget`` is a budget name or path.
     """
+    budget_profile, budget_overrides = load_budget(budget) if budget is not None else (None, {})
+    if profile is None:
+        profile = budget_profile or "cpu"
     if profile not in PROFILES:
         raise ConfigError(f"profile: unknown profile {profile!r}; allowed values: {', '.join(PROFILES)}")
+    if budget_profile is not None and budget_profile != profile:
+        raise ConfigError(f"budget {str(budget)!r} is made for profile {budget_profile!r}, not {profile!r}; "
+                          f"drop --profile or pass --profile {budget_profile}")
     domain_path = Path(domain)
     if domain_path.suffix not in {".yaml", ".yml"}:
         domain_path = configs_dir() / "domains" / f"{domain}.yaml"
@@ -278,17 +301,42 @@ def load_domain_config(domain: str | Path, profile: str = "cpu",
     if not isinstance(per_profile, dict) or not set(per_profile) <= set(PROFILES):
         raise ConfigError(f"{domain_path}: 'profiles' must map profile names ({', '.join(PROFILES)}) "
                           f"to overrides, got {per_profile!r}")
-    merged = deep_merge(merged, domain_doc)
-    merged = deep_merge(merged, per_profile.get(profile) or {})
-    merged = deep_merge(merged, overrides or {})
+    for layer in (domain_doc, per_profile.get(profile) or {}, budget_overrides, overrides or {}):
+        merged = deep_merge(merged, layer)
     merged["profile"] = profile
+    if budget is not None:
+        merged["budget"] = Path(budget).stem
     merged.setdefault("name", domain_path.stem)
     return from_dict(DomainConfig, merged, source=str(domain_path))
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 scalars: only true/false are booleans (``no`` stays the string
+    'no', as mixed_precision needs), and ``1e-4`` is a float rather than the string '1e-4'."""
+
+
+_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Loader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml_text(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = load_yaml_text(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if doc is None:
@@ -310,90 +358,146 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> dict[str, Any]:
-    """Turn ``classifiers.folds=3`` into ``{"classifiers": {"folds": 3}}`` (value parsed as YAML)."""
+    """Turn ``split.cv_folds=3`` into ``{"split": {"cv_folds": 3}}`` (value parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE, for example classifiers.folds=3")
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, for example split.cv_folds=3")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw)
+    try:
+        value = load_yaml_text(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML: {exc}") from None
     out: dict[str, Any] = {}
     node = out
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: expected a dotted key such as split.cv_folds")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
     return out
 
 
-def from_dict(cls: type, data: Any, source: str = "config", prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrongly typed values."""
-    where = prefix.rstrip(".") or "<top level>"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: {where} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(prefix + u for u in unknown)}; "
-                          f"allowed keys{' under ' + where if prefix else ''}: {', '.join(sorted(known))}")
-    kwargs = {name: _coerce(hints[name], value, source, prefix + name) for name, value in data.items()}
-    missing = [n for n, f in known.items() if n not in kwargs and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"{source}: missing required key(s): {', '.join(prefix + m for m in missing)}")
+_S = typing.TypeVar("_S", bound=BaseModel)
+
+
+def from_dict(cls: type[_S], data: Any, source: str = "config") -> _S:
+    """Validate ``data`` into ``cls``; any problem is one ConfigError naming the dotted keys."""
     try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc, cls)}") from None
 
 
-def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, source, key + ".")
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(arg, value, source, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{source}: {key} has an invalid value {value!r}")
+# ----------------------------------------------------------------------------------------------
+# Error messages: pydantic's errors, phrased with the dotted key and what is allowed
+
+
+def format_validation_error(exc: ValidationError, cls: type[BaseModel]) -> str:
+    messages: list[str] = []
+    for error in exc.errors():
+        message = _error_message(error, cls)
+        if message not in messages:
+            messages.append(message)
+    return "; ".join(messages)
+
+
+_TYPE_WORDS = {"int_type": "an integer", "int_from_float": "an integer", "int_parsing": "an integer",
+               "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+               "bool_parsing": "true or false", "string_type": "a string", "list_type": "a list",
+               "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping"}
+
+
+def _error_message(error: Any, cls: type[BaseModel]) -> str:
+    key, owner, field, annotation, rest = _walk(cls, error["loc"])
+    kind, value = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        where = key.rsplit(".", 1)[0] if "." in key else ""
+        allowed = ", ".join(owner.model_fields) if owner is not None else "?"
+        return f"unknown key {key}; allowed keys{' under ' + where if where else ''}: {allowed}"
+    if kind == "missing":
+        return f"missing required key {key}"
+    if rest == "[key]":
+        return f"{key}: key {value!r} is not allowed; allowed keys: {_allowed(_dict_key_type(annotation))}"
+    if rest is not None:  # a union: report against the whole field
+        return f"{key} = {value!r} is not allowed; allowed values: {_allowed(annotation)}"
+    if kind == "literal_error":
+        return f"{key} = {value!r} is not allowed; allowed values: {_allowed(annotation)}"
+    if kind in _TYPE_WORDS:
+        return f"{key} must be {_TYPE_WORDS[kind]}, got {value!r}"
+    if kind == "value_error":
+        problem = error.get("ctx", {}).get("error")
+        if isinstance(problem, FieldProblem):
+            key = f"{key}.{problem.field}" if key else problem.field
+            return f"{key} = {problem.value!r} is invalid; expected {problem.expected}"
+        return f"{key} = {value!r} is invalid; expected {problem}"
+    if owner is not None and field is not None and kind in {"greater_than", "greater_than_equal", "less_than",
+                                                            "less_than_equal", "multiple_of"}:
+        return f"{key} = {value!r} is invalid; expected {_range_words(owner, field)}"
+    return f"{key} = {value!r} is invalid: {error['msg']}"
+
+
+def _walk(cls: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, Any, str | None, Any, str | None]:
+    """Follow ``loc`` through the models: (dotted key, owning model, field, its annotation, unresolved tail)."""
+    key, owner, field, current = "", None, None, cls
+    for i, part in enumerate(loc):
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            if part not in current.model_fields:  # an unknown key under this model
+                return (f"{key}.{part}" if key else str(part)), current, None, None, None
+            owner, field, current = current, str(part), current.model_fields[str(part)].annotation
+            key = f"{key}.{part}" if key else str(part)
+        elif typing.get_origin(current) is list and isinstance(part, int):
+            key, current = f"{key}[{part}]", typing.get_args(current)[0]
+        elif typing.get_origin(current) is dict and i + 1 < len(loc) and loc[i + 1] == "[key]":
+            return key, owner, field, current, "[key]"
+        elif typing.get_origin(current) is dict:
+            key, current = f"{key}.{part}", typing.get_args(current)[1]
+        else:
+            return key, owner, field, current, str(part)
+    return key, owner, field, current, None
+
+
+def _dict_key_type(annotation: Any) -> Any:
+    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is dict else annotation
+
+
+def _allowed(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
     if origin is Literal:
-        if isinstance(value, bool) and str(value).lower() in args:  # YAML reads `pretrained: false` as a bool
-            value = str(value).lower()
-        if value not in args:
-            raise ConfigError(f"{source}: {key} = {value!r} is not allowed; allowed values: "
-                              f"{', '.join(repr(a) for a in args)}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
-        return [_coerce(args[0], item, source, f"{key}[{i}]") for i, item in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
-        return value
-    raise ConfigError(f"{source}: {key}: unsupported config type {tp!r}")  # a programming error
+        return ", ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return ", ".join(_allowed(a) for a in typing.get_args(annotation))
+    if annotation is bool:
+        return "true, false"
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
 
 
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} = {value!r} is invalid; expected {allowed}")
+def _range_words(owner: type[BaseModel], field: str) -> str:
+    info = owner.model_fields[field]
+    bounds: dict[str, Any] = {}
+    for item in info.metadata:  # annotated_types.Ge(ge=1), Lt(lt=1), MultipleOf(multiple_of=8), ...
+        for name in ("ge", "gt", "le", "lt", "multiple_of"):
+            if getattr(item, name, None) is not None:
+                bounds[name] = getattr(item, name)
+    base = info.annotation
+    integer = base is int
+    noun = "an integer" if integer else "a number"
+    if "multiple_of" in bounds:
+        text = f"a multiple of {bounds['multiple_of']}"
+        return text + (f", at least {bounds['ge']}" if "ge" in bounds else "")
+    low = ("[", bounds["ge"]) if "ge" in bounds else ("(", bounds["gt"]) if "gt" in bounds else None
+    high = (bounds["le"], "]") if "le" in bounds else (bounds["lt"], ")") if "lt" in bounds else None
+    null = " or null" if base is not None and type(None) in typing.get_args(base) else ""
+    if low and high:
+        if low[0] == "(" and high[1] == ")":
+            return f"{noun} strictly between {low[1]} and {high[0]}{null}"
+        return f"{noun} in {low[0]}{low[1]}, {high[0]}{high[1]}{null}"
+    if low:
+        return f"{noun} {'>=' if low[0] == '[' else '>'} {low[1]}{null}"
+    if high:
+        return f"{noun} {'<=' if high[1] == ']' else '<'} {high[0]}{null}"
+    return str(base)
 
 
 def hash_payload(payload: Any) -> str:

@@ -51,11 +51,11 @@ def test_user_errors_exit_2_with_one_clear_line(tmp_path: Path, capsys: pytest.C
 
 def test_run_saves_the_resolved_config(phantom_dir: Path, tmp_path: Path) -> None:
     assert main(["run", "--domain", "demo", "--data", str(phantom_dir), "--runs-root", str(tmp_path),
-                 "--seed", "5", "--quiet", "--set", "classifiers.folds=4", "--until", "split"]) == 0
+                 "--seed", "5", "--quiet", "--set", "split.cv_folds=4", "--until", "split"]) == 0
     configs = list((tmp_path / "demo" / "history").glob("*/config.yaml"))
     assert len(configs) == 1
     text = configs[0].read_text()
-    assert "seed: 5" in text and "folds: 4" in text
+    assert "seed: 5" in text and "cv_folds: 4" in text
     assert (configs[0].parent / "run.json").is_file()
 
 

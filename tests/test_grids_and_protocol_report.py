@@ -58,8 +58,8 @@ def test_budgets_resolve_and_list_their_departures_from_the_study() -> None:
     protocol = load_protocol_module()
     quick = protocol.budget_config("brain-mri", "cpu-quick", "/tmp/x")
     settings = {row["setting"] for row in protocol.departures_from_study(quick)}
-    assert {"generator.image_size", "classifiers.folds", "synthesis.per_class"} <= settings
+    assert {"generator.image_size", "split.cv_folds", "synthesis.per_class"} <= settings
     assert protocol.departures_from_study(protocol.budget_config("brain-mri", "gpu", None)) == []
-    assert load_domain_config("brain-mri", "gpu").classifiers.folds == 5
+    assert load_domain_config("brain-mri", "gpu").split.cv_folds == 5
     with pytest.raises(Exception, match="unknown budget 'tiny'"):
         protocol.budget_config("brain-mri", "tiny", None)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline.cli import main
 from pipeline.config import load_domain_config
@@ -18,8 +20,9 @@ TINY = {
                   "train_steps": 6, "batch_size": 8, "warmup_steps": 1, "num_train_timesteps": 100,
                   "checkpoint_every": 3},
     "synthesis": {"per_class": 6, "steps": 4, "batch_size": 24},
-    "classifiers": {"architectures": ["resnet18"], "image_size": 32, "folds": 2, "max_epochs": 1,
-                    "pretrained": "false", "batch_size": 16},
+    "split": {"cv_folds": 2},
+    "classifiers": {"architectures": ["resnet18"], "image_size": 32, "max_epochs": 1,
+                    "pretrained": False, "batch_size": 16},
 }
 
 
@@ -37,11 +40,30 @@ def test_run_domain_chains_every_stage_and_reuses_them(tmp_path: Path) -> None:
     results = pd.read_parquet(first.stages["classifiers"]["results"])
     assert set(results["arm"]) == {"synthetic", "real", "real+aug", "real+synthetic"}
     assert set(results["fold"].astype(str)) == {"0", "1", "ensemble"}
-    assert results["test_accuracy"].between(0, 1).all()
+    check_results_match_stored_fits(results, Path(first.stages["classifiers"]["results"]).parent,
+                                    Path(config.runs_root) / "demo" / "classifier-fits", config.data.class_names)
 
     second = run_domain(config, data, progress=False)
     assert all(info["cached"] for info in second.stages.values()), second.stages
     assert second.stages["classifiers"]["key"] == first.stages["classifiers"]["key"]
+
+
+def check_results_match_stored_fits(results: pd.DataFrame, stage_dir: Path, fits_dir: Path,
+                                    class_names: list[str]) -> None:
+    """Every fold row is its fit's stored metrics; every ensemble row is recomputed from the stored
+    per-fold test probabilities against the held-out labels (a wrong join or mean shows here)."""
+    test = pd.read_parquet(stage_dir / "test_manifest.parquet")
+    y_test = np.array([class_names.index(label) for label in test["label"].astype(str)])
+    for row in results.itertuples():
+        keys = row.fit_key.split(",")
+        if row.fold != "ensemble":
+            stored = read_json(fits_dir / row.fit_key / "metrics.json")
+            assert (stored["arm"], stored["fold"], stored["test_accuracy"]) == (row.arm, row.fold, row.test_accuracy)
+            continue
+        assert len(keys) == 2 and row.n_test == len(y_test)
+        probs = np.mean([np.load(fits_dir / key / "test_probs.npy") for key in keys], axis=0)
+        assert probs.shape == (len(y_test), len(class_names))
+        assert row.test_accuracy == pytest.approx(float((probs.argmax(1) == y_test).mean()))
 
 
 def test_cli_run_prints_every_stage_and_the_results(tmp_path: Path, capsys) -> None:

@@ -13,27 +13,32 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pipeline.config import DomainConfig
 
-
-def add_generator_parser(sub: Any, domain_args: argparse.ArgumentParser) -> None:
-    """Register ``generator`` and its subcommands on the main CLI's subparsers."""
+def register(sub: Any, parents: Any) -> None:
+    """Register ``generator`` and its actions on the main CLI's subparsers (see pipeline.cli)."""
     gen = sub.add_parser("generator", help="train the diffusion generator, sample the synthetic set",
                          description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     gsub = gen.add_subparsers(dest="generator_command", required=True, metavar="ACTION")
-    gsub.add_parser("train", parents=[domain_args], help="train or resume the generator on the 20%% sample",
-                    description="Ingest and split (cached), then train or resume the class-conditional generator.")
-    gsub.add_parser("sample", parents=[domain_args], help="write the balanced synthetic set (resumable)",
-                    description="Train if needed, then write synthesis.per_class PNGs per class and a manifest.")
-    grid = gsub.add_parser("grid", parents=[domain_args], help="save a grid of samples, one row per class",
+    train = gsub.add_parser("train", parents=[parents.domain], help="train or resume the generator on the 20%% sample",
+                            description="Ingest and split (cached), then train or resume the class-conditional "
+                                        "generator.")
+    sample = gsub.add_parser("sample", parents=[parents.domain], help="write the balanced synthetic set (resumable)",
+                             description="Train if needed, then write synthesis.per_class PNGs per class and a "
+                                         "manifest.")
+    grid = gsub.add_parser("grid", parents=[parents.domain], help="save a grid of samples, one row per class",
                            description="Train if needed, then save one row of samples per class as a PNG.")
     grid.add_argument("--out", required=True, help="output PNG path")
     grid.add_argument("--per-class", type=int, default=8, help="samples per class (default: 8)")
+    for action in (train, sample, grid):
+        action.set_defaults(func=run)
 
 
-def run_generator_command(args: argparse.Namespace, config: DomainConfig) -> int:
+def run(args: argparse.Namespace) -> int:
+    from pipeline.cli import config_from_args
     from pipeline.generator.stage import synthesis_stage, train_generator_stage
     from pipeline.stages import ingest_stage, split_stage
+
+    config = config_from_args(args)
 
     progress = not args.quiet
     ingest = ingest_stage(config, args.data, progress=progress)

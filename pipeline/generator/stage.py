@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ class SynthesisOutput:
 
 
 def generator_key(config: DomainConfig, split_hash: str, class_names: list[str]) -> str:
-    settings = {k: v for k, v in asdict(config.generator).items() if k not in RESUMABLE_CHANGES[1:]}
+    settings = {k: v for k, v in config.generator.to_dict().items() if k not in RESUMABLE_CHANGES[1:]}
     return hash_payload({"split_hash": split_hash, "generator": settings, "mode": config.data.mode,
                          "class_names": class_names, "seed": config.seed})
 

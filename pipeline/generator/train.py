@@ -30,7 +30,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from pipeline.config import DomainConfig, GeneratorConfig
+from pipeline.config import DomainConfig, GeneratorConfig, resolve_mixed_precision
 from pipeline.errors import ConfigError
 from pipeline.generator.checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.generator.data import TrainingData, augment, batch_indices, step_generator, to_model_range
@@ -126,9 +126,9 @@ class GeneratorTrainer:
 
 def make_accelerator(config: GeneratorConfig) -> Accelerator:
     use_cpu = not torch.cuda.is_available()
-    precision = config.mixed_precision
+    precision = resolve_mixed_precision(config.mixed_precision, "cpu" if use_cpu else "cuda")
     if use_cpu and precision == "fp16":
-        raise ConfigError("generator.mixed_precision = 'fp16' is invalid on a CPU; expected 'no' or 'bf16'")
+        raise ConfigError("generator.mixed_precision = 'fp16' is invalid on a CPU; expected 'auto', 'no' or 'bf16'")
     return Accelerator(mixed_precision=precision, cpu=use_cpu)
 
 
@@ -202,9 +202,7 @@ def train_generator(config: DomainConfig, data: TrainingData, out_dir: Path, spl
 
 
 def _gcfg_dict(config: GeneratorConfig) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(config)
+    return config.to_dict()
 
 
 def _check_resumable(state: dict[str, Any], config: GeneratorConfig, data: TrainingData, path: Path) -> None:

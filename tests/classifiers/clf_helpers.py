@@ -14,9 +14,12 @@ from pipeline.demo_data import PhantomSpec, make_demo_dataset
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: hub lookups must fail fast
 
 
-def demo_config(tmp: Path, **classifiers: object) -> DomainConfig:
-    """The demo domain's cpu profile with a temporary run store and classifier overrides."""
-    overrides = {"runs_root": str(tmp / "runs"), "classifiers": {"pretrained": "false", **classifiers}}
+def demo_config(tmp: Path, folds: int | None = None, **classifiers: object) -> DomainConfig:
+    """The demo domain's cpu profile with a temporary run store, ``folds`` (split.cv_folds) and classifier
+    overrides."""
+    overrides: dict[str, object] = {"runs_root": str(tmp / "runs"), "classifiers": {"pretrained": False, **classifiers}}
+    if folds is not None:
+        overrides["split"] = {"cv_folds": folds}
     return load_domain_config("demo", "cpu", overrides)
 
 

@@ -27,13 +27,13 @@ def test_auto_offline_falls_back_and_records_it() -> None:
 
 def test_true_offline_fails_naming_architecture_and_how_to_fix() -> None:
     with pytest.raises(weights.PretrainedUnavailableError) as info:
-        weights.build_model("densenet121", 3, 2, "true")
+        weights.build_model("densenet121", 3, 2, True)
     message = str(info.value)
     assert "densenet121" in message and "classifiers.checkpoints" in message and "unreachable" in message
 
 
 def test_false_is_silent_scratch() -> None:
-    _, choice = weights.build_model("resnet18", 3, 2, "false")
+    _, choice = weights.build_model("resnet18", 3, 2, False)
     assert choice == weights.WeightsChoice("false", False, "scratch", "")
 
 
@@ -43,7 +43,7 @@ def test_local_checkpoint_loads_with_channel_and_head_adaptation(tmp_path: Path,
     source = zoo.create(name, in_chans=3, num_classes=1000)
     path = tmp_path / f"{name}.pth"
     torch.save(source.state_dict(), path)
-    model, choice = weights.build_model(name, 1, 4, "true", weights.parse_checkpoints([f"{name}={path}"]))
+    model, choice = weights.build_model(name, 1, 4, True, {name: str(path)})
     assert choice.used and choice.source == str(path)
     first = dict(model.named_parameters())[zoo.create(name, 1, 4).pretrained_cfg["first_conv"] + ".weight"]
     source_first = dict(source.named_parameters())[source.pretrained_cfg["first_conv"] + ".weight"]
