@@ -1,7 +1,7 @@
 """Reproduce the study's protocol on a real dataset under a named budget; compare with its Table 2.
 
-    python benchmarks/protocol.py --domain brain-mri --budget cpu-quick
-    python benchmarks/protocol.py --domain covid-ct --budget cpu-full --data /path/to/covid-ct
+    python -m benchmarks.protocol --domain brain-mri --budget cpu-quick        (from the repository root)
+    python -m benchmarks.protocol --domain covid-ct --budget cpu-full --data /path/to/covid-ct
 
 Runs every stage (ingest, validate, split, generator, synthesis, the four classifier arms,
 held-out evaluation) through ``pipeline.run.run_domain`` and writes, under
@@ -27,25 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the checkout, ahead of benchmarks/ (whose classifiers.py would shadow the package)
-
 from pipeline.config import DomainConfig, load_domain_config
 from pipeline.errors import SynthAugmentError
 from pipeline.run import RunRecord, run_domain
 from pipeline.store import atomic_write_json, atomic_write_text, read_table
 from reports.grids import class_grid
+from reports.protocol_table import STUDY_TABLE2, aggregate, departures_from_study, markdown_table
 
-# Nafi et al. 2024, Table 2 as quoted in MISSION.md: best held-out real accuracy after training on
-# synthetic data only, per domain and the architecture that reached it.
-STUDY_TABLE2 = {
-    "covid-ct": {"resnet50": 0.7824},
-    "brain-mri": {"vgg19": 0.8646},
-    "all-leukemia": {"densenet121": 0.9138},
-}
-METRICS = ("test_accuracy", "precision_macro", "recall_macro", "f1_macro")
 RESULTS_DIR = Path(__file__).resolve().parent / "results" / "protocol"
 
 
@@ -55,56 +43,6 @@ def budget_config(domain: str, budget: str, runs_root: str | None, extra: dict[s
     if runs_root:
         overrides["runs_root"] = runs_root
     return load_domain_config(domain, overrides=overrides, budget=budget)
-
-
-def departures_from_study(config: DomainConfig) -> list[dict[str, Any]]:
-    """Every generator/synthesis/classifier setting where this run differs from the study (gpu profile)."""
-    study = load_domain_config(config.name, "gpu").to_dict()
-    ours = config.to_dict()
-    rows = []
-    for section in ("split", "generator", "synthesis", "classifiers"):
-        for key, value in ours[section].items():
-            if study[section][key] != value:
-                rows.append({"setting": f"{section}.{key}", "this run": value, "study (gpu profile)": study[section][key]})
-    return rows
-
-
-def aggregate(results: pd.DataFrame, domain: str) -> pd.DataFrame:
-    """One row per (arm, architecture): fold mean +- std and the ensemble for each metric, plus the study."""
-    folds = results[results["fold"].astype(str) != "ensemble"]
-    ensemble = results[results["fold"].astype(str) == "ensemble"].set_index(["arm", "architecture"])
-    rows = []
-    for (arm, architecture), group in folds.groupby(["arm", "architecture"], sort=True):
-        row: dict[str, Any] = {"arm": arm, "architecture": architecture, "folds": int(len(group))}
-        for metric in METRICS:
-            row[f"{metric}_mean"] = float(group[metric].mean())
-            row[f"{metric}_std"] = float(group[metric].std(ddof=1)) if len(group) > 1 else 0.0
-            row[f"{metric}_ensemble"] = float(ensemble.loc[(arm, architecture), metric])
-        row["study_accuracy"] = STUDY_TABLE2.get(domain, {}).get(architecture) if arm == "synthetic" else None
-        row["epochs_run_mean"] = float(group["epochs_run"].astype(float).mean())
-        row["time_budget_hit"] = bool(group["time_budget_hit"].any())
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def markdown_table(table: pd.DataFrame, domain: str) -> str:
-    lines = ["| arm | architecture | folds | accuracy (folds) | accuracy (ensemble) | precision | recall | F1 "
-             "| study accuracy |", "|---|---|---|---|---|---|---|---|---|"]
-    for row in table.itertuples():
-        study = f"{row.study_accuracy:.2%}" if isinstance(row.study_accuracy, float) else "-"
-        lines.append(
-            f"| {row.arm} | {row.architecture} | {row.folds} "
-            f"| {row.test_accuracy_mean:.3f} +- {row.test_accuracy_std:.3f} | {row.test_accuracy_ensemble:.3f} "
-            f"| {row.precision_macro_mean:.3f} +- {row.precision_macro_std:.3f} "
-            f"| {row.recall_macro_mean:.3f} +- {row.recall_macro_std:.3f} "
-            f"| {row.f1_macro_mean:.3f} +- {row.f1_macro_std:.3f} | {study} |")
-    best = STUDY_TABLE2.get(domain)
-    if best:
-        (architecture, accuracy), = best.items()
-        lines.append("")
-        lines.append(f"Study (Nafi et al. 2024, Table 2): best synthetic-only accuracy on the held-out real 80% "
-                     f"for {domain}: {accuracy:.2%} ({architecture}). Precision/recall/F1 are macro averages.")
-    return "\n".join(lines)
 
 
 def sample_grid(record: RunRecord, config: DomainConfig, target: Path, per_row: int = 8) -> Path:
@@ -201,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                                                     "<domain>-<budget>)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = "python -m benchmarks.protocol " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     try:
         config = budget_config(args.domain, args.budget, args.runs_root)
         data = args.data if args.data is not None else config.data.path

@@ -29,11 +29,11 @@ from classifiers.cv import assert_disjoint_from_test
 from classifiers.data import (AUGMENTED, NEEDS_SYNTHETIC, arm_manifest, held_out_manifest, load_tensors,
                               read_synthetic_manifest)
 from classifiers.metrics import classification_metrics, ensemble_probabilities
-from classifiers.train import FitResult, FitSpec, manifest_hash, run_fit
+from classifiers.train import FitResult, FitSpec, run_fit
 from pipeline.config import DomainConfig, hash_payload
 from pipeline.image_tensors import domain_cache_dir
 from pipeline.stages import load_split
-from pipeline.store import RunStore, atomic_write_json, atomic_write_table
+from pipeline.store import RunStore, atomic_write_json, atomic_write_table, manifest_hash
 
 STAGE = "classifiers"
 ENSEMBLE = "ensemble"
@@ -48,11 +48,6 @@ class ClassifierOutput:
     cached: bool = False
 
 
-def class_names_of(config: DomainConfig, labels: pd.Series) -> list[str]:
-    """The configured class order, or the sorted labels found when the config names none."""
-    return list(config.data.class_names) or sorted(labels.astype(str).unique())
-
-
 def classifiers_stage(config: DomainConfig, split_path: str | os.PathLike[str],
                       synthetic_manifest_path: str | os.PathLike[str] | None,
                       progress: bool = True) -> ClassifierOutput:
@@ -62,7 +57,7 @@ def classifiers_stage(config: DomainConfig, split_path: str | os.PathLike[str],
     for name in cc.architectures:  # before any training: a size error after an hour helps nobody
         zoo.check_input_size(name, cc.image_size)
     split = load_split(split_path)
-    class_names = class_names_of(config, split.table["label"])
+    class_names = config.data.resolve_class_names(split.table["label"])
     synthetic = (read_synthetic_manifest(synthetic_manifest_path, class_names)
                  if synthetic_manifest_path is not None else None)
     synthetic_hash = manifest_hash(synthetic) if synthetic is not None else None

@@ -89,11 +89,6 @@ class FitResult:
         return self.directory / "test_probs.npy"
 
 
-def manifest_hash(manifest: pd.DataFrame) -> str:
-    """Content hash of a manifest: which images with which labels (paths do not matter)."""
-    return hash_payload(sorted(zip(manifest["sha256"].astype(str), manifest["label"].astype(str))))
-
-
 def fit_seed(seed: int, *parts: object) -> int:
     return int(hash_payload([seed, *map(str, parts)]), 16) % (2**31 - 1)
 

@@ -26,6 +26,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +34,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DataError
 
 ChannelMode = Literal["L", "RGB"]
 Profile = Literal["cpu", "gpu"]
@@ -75,6 +76,18 @@ class DataConfig(Section):
     class_names: list[str] = []  # expected classes; empty = whatever is found
     min_side: int = Field(32, ge=1)  # images smaller than this on either side are quarantined
     max_pixels: int = Field(80_000_000, ge=1)  # decompression-bomb guard: larger images are quarantined unread
+
+    def resolve_class_names(self, labels: Iterable[Any]) -> list[str]:
+        """The label order every stage uses: ``class_names`` when given, else the sorted labels found.
+
+        Raises DataError when a label is not among the configured class names.
+        """
+        found = {str(label) for label in labels}
+        names = list(self.class_names) or sorted(found)
+        missing = sorted(found - set(names))
+        if missing:
+            raise DataError(f"labels {missing} are not in data.class_names {names}")
+        return names
 
 
 class SplitConfig(Section):
@@ -250,14 +263,24 @@ def available_budgets() -> list[str]:
     return sorted(p.stem for p in (configs_dir() / "budgets").glob("*.yaml"))
 
 
+def find_config(kind: Literal["domain", "budget"], name: str | Path) -> Path:
+    """A packaged config (``flows/configs/<kind>s/<name>.yaml``) by name, or any YAML file by path."""
+    path = Path(name)
+    if path.suffix in {".yaml", ".yml"}:
+        if not path.is_file():
+            raise ConfigError(f"{kind}: config file {str(path)!r} does not exist")
+        return path
+    path = configs_dir() / f"{kind}s" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"{kind}: unknown {kind} {str(name)!r}; available {kind}s: {', '.join(known)} "
+                          f"(or pass a path to a YAML file)")
+    return path
+
+
 def load_budget(budget: str | Path) -> tuple[str, dict[str, Any]]:
     """A budget file (name or path): ``(profile, overrides)``."""
-    path = Path(budget)
-    if path.suffix not in {".yaml", ".yml"}:
-        path = configs_dir() / "budgets" / f"{budget}.yaml"
-        if not path.is_file():
-            raise ConfigError(f"budget: unknown budget {str(budget)!r}; available budgets: "
-                              f"{', '.join(available_budgets())} (or pass a path to a YAML file)")
+    path = find_config("budget", budget)
     doc = read_yaml(path)
     unknown = sorted(set(doc) - {"profile", "overrides"})
     if unknown:
@@ -286,14 +309,7 @@ def load_domain_config(domain: str | Path, profile: str | None = None, overrides
     if budget_profile is not None and budget_profile != profile:
         raise ConfigError(f"budget {str(budget)!r} is made for profile {budget_profile!r}, not {profile!r}; "
                           f"drop --profile or pass --profile {budget_profile}")
-    domain_path = Path(domain)
-    if domain_path.suffix not in {".yaml", ".yml"}:
-        domain_path = configs_dir() / "domains" / f"{domain}.yaml"
-        if not domain_path.is_file():
-            raise ConfigError(f"domain: unknown domain {str(domain)!r}; available domains: "
-                              f"{', '.join(available_domains())} (or pass a path to a YAML file)")
-    elif not domain_path.is_file():
-        raise ConfigError(f"domain: config file {str(domain_path)!r} does not exist")
+    domain_path = find_config("domain", domain)
 
     merged: dict[str, Any] = read_yaml(configs_dir() / "profiles" / f"{profile}.yaml")
     domain_doc = read_yaml(domain_path)

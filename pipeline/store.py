@@ -24,7 +24,15 @@ from typing import IO, Any
 
 import pandas as pd
 
+from pipeline.config import hash_payload
+
 COMPLETE_MARKER = "_COMPLETE"
+
+
+def manifest_hash(manifest: pd.DataFrame) -> str:
+    """Content hash of a manifest: which images (sha256) with which labels; paths and order do not matter."""
+    rows = sorted(zip(map(str, manifest["sha256"]), map(str, manifest["label"])))
+    return hash_payload({"train": rows})  # "train": the payload the generator's checkpoints were first keyed with
 
 
 @contextlib.contextmanager

@@ -14,14 +14,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import DomainConfig, GeneratorConfig, hash_payload
+from pipeline.config import DomainConfig, GeneratorConfig
 from pipeline.errors import DataError, LeakageError
 from pipeline.image_tensors import load_image_tensors
 from pipeline.split import Split
+from pipeline.store import manifest_hash
 
 
 @dataclass
@@ -31,20 +31,6 @@ class TrainingData:
     class_names: list[str]
     sha256s: list[str]
     manifest_hash: str  # hash of (sha256, label) of every training image
-
-
-def class_names_for(config: DomainConfig, split: Split) -> list[str]:
-    """The label order: the config's class_names when given, else the sorted labels of the split."""
-    names = list(config.data.class_names) or sorted(str(v) for v in split.table["label"].unique())
-    missing = sorted(set(map(str, split.train["label"])) - set(names))
-    if missing:
-        raise DataError(f"training labels {missing} are not in data.class_names {names}")
-    return names
-
-
-def manifest_hash(train: pd.DataFrame) -> str:
-    rows = sorted(zip(map(str, train["sha256"]), map(str, train["label"])))
-    return hash_payload({"train": rows})
 
 
 def check_disjoint(train_sha256s: list[str], expected_hash: str, split: Split) -> None:
@@ -63,7 +49,7 @@ def load_training_data(config: DomainConfig, split: Split, cache_dir: str | Path
     train = split.train.sort_values(["sha256", "relpath"]).reset_index(drop=True)
     if train.empty:
         raise DataError("the split's training side is empty; nothing to train the generator on")
-    names = class_names_for(config, split)
+    names = config.data.resolve_class_names(split.table["label"])
     images = load_image_tensors(list(train["path"]), list(train["sha256"]), config.data.mode,
                                 config.generator.image_size, cache_dir=cache_dir, progress=progress)
     labels = torch.tensor([names.index(str(v)) for v in train["label"]], dtype=torch.long)

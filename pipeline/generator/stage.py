@@ -22,7 +22,7 @@ import torch
 from pipeline.config import DomainConfig, hash_payload
 from pipeline.errors import DataError
 from pipeline.generator.checkpoint import file_sha256
-from pipeline.generator.data import check_disjoint, class_names_for, load_training_data
+from pipeline.generator.data import check_disjoint, load_training_data
 from pipeline.generator.sampling import load_generator
 from pipeline.generator.synthesis import synthesize
 from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
@@ -62,7 +62,7 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
                           progress: bool = True) -> GeneratorOutput:
     """Train the class-conditional generator on the split's training side (resuming when interrupted)."""
     split = load_split(split_path)
-    class_names = class_names_for(config, split)
+    class_names = config.data.resolve_class_names(split.table["label"])
     key = generator_key(config, split.split_hash, class_names)
     store = RunStore(config.runs_root, config.name)
     directory = store.stage_dir(GENERATOR_STAGE, key)

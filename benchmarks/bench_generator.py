@@ -1,7 +1,7 @@
 """Generator benchmark: our training step vs a plain diffusers reference loop, sampling cost, FLOPs.
 
-    flock /tmp/synth-augment-torch.lock python benchmarks/generator.py            # cpu profile, 64 px, batch 16
-    python benchmarks/generator.py --profile gpu                                   # gpu profile (128 px, bf16)
+    python -m benchmarks.bench_generator                  # cpu profile, 64 px, batch 16 (from the repository root)
+    python -m benchmarks.bench_generator --profile gpu    # gpu profile (128 px, bf16)
 
 Training: ours (``GeneratorTrainer.train_step``: augmentation, label dropout, accelerate, clipping,
 AdamW + warm-up/cosine, EMA) and the reference (the minimal UNet2DModel + DDPMScheduler step
@@ -23,7 +23,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -32,19 +31,19 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from diffusers import DDPMScheduler, UNet2DModel  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from diffusers import DDPMScheduler, UNet2DModel
+from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.config import load_domain_config  # noqa: E402
-from pipeline.generator.data import batch_indices  # noqa: E402
-from pipeline.generator.model import count_parameters  # noqa: E402
-from pipeline.generator.sampling import LoadedGenerator, sample  # noqa: E402
-from pipeline.generator.train import GeneratorTrainer  # noqa: E402
-from pipeline.store import atomic_write_json  # noqa: E402
+from pipeline.config import SAMPLERS, load_domain_config
+from pipeline.generator.data import batch_indices
+from pipeline.generator.model import count_parameters
+from pipeline.generator.sampling import LoadedGenerator, sample
+from pipeline.generator.train import GeneratorTrainer
+from pipeline.store import atomic_write_json
 
 NUM_CLASSES = 4
+BENCH_STEPS = {"sde-dpmsolver++": 20, "dpmsolver++": 20, "ddim": 50, "ddpm": 1000}  # one per SAMPLERS entry
 
 
 class ReferenceLoop:
@@ -180,7 +179,8 @@ def main() -> int:
     labs = [i % NUM_CLASSES for i in range(sample_batch)]
     seeds = list(range(sample_batch))
     sampling: list[dict[str, Any]] = []
-    for sampler, steps in (("sde-dpmsolver++", 20), ("dpmsolver++", 20), ("ddim", 50), ("ddpm", 1000)):
+    for sampler in SAMPLERS:  # every sampler the config allows, at its usual step count
+        steps = BENCH_STEPS[sampler]
         timed_steps = steps if (sampler != "ddpm" or full_ddpm) else 50
         for guidance in (1.0, 2.0):
             if bf16:

@@ -1,7 +1,7 @@
 """Classifier zoo throughput on this machine: train and inference img/s, peak memory, data-wait share.
 
-    python benchmarks/classifiers.py                  # all eight architectures at 64 and 128 px
-    python benchmarks/classifiers.py --arch resnet18 --sizes 64
+    python -m benchmarks.bench_classifiers                  # all eight architectures at 64 and 128 px
+    python -m benchmarks.bench_classifiers --arch resnet18 --sizes 64     (from the repository root)
 
 Each (architecture, size) runs in its own process so its peak resident memory (ru_maxrss) is its
 own. Training is the real loop's work per batch: uint8 batch -> float, the real+aug augmentation
@@ -25,7 +25,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "classifiers.json"
-sys.path.insert(0, str(ROOT))  # the checkout this script sits in, not an installed copy
 
 
 def measure(arch: str, size: int, channels: int, batch: int, steps: int, threads: int) -> dict[str, object]:
@@ -99,8 +98,8 @@ def main() -> int:
     started = time.perf_counter()
     for arch in args.arch:
         for size in args.sizes:
-            cmd = [sys.executable, __file__, "--one", "--arch", arch, "--sizes", str(size), "--channels",
-                   str(args.channels), "--batch", str(args.batch), "--steps", str(args.steps),
+            cmd = [sys.executable, "-m", "benchmarks.bench_classifiers", "--one", "--arch", arch, "--sizes",
+                   str(size), "--channels", str(args.channels), "--batch", str(args.batch), "--steps", str(args.steps),
                    "--threads", str(args.threads)]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
