@@ -160,6 +160,7 @@ class SynthesisConfig(Section):
     steps: int = Field(25, ge=1)  # denoising steps
     guidance_scale: float = Field(2.0, ge=0)  # classifier-free guidance; 1 = off, 0 = unconditional
     batch_size: int = Field(32, ge=1)
+    reference_steps: int = Field(300, ge=1)  # optimizer steps per fold of the reference classifier
 
 
 class ClassifierConfig(Section):
