@@ -22,8 +22,11 @@ shows it for flow parameters).
 from __future__ import annotations
 
 import hashlib
+import inspect
+import io
 import json
 import re
+import tokenize
 import types
 import typing
 from collections.abc import Iterable
@@ -64,8 +67,52 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """The comment beside (or above) each field becomes its description in the JSON schema."""
+        super().__pydantic_init_subclass__(**kwargs)
+        described = False
+        for name, text in _field_comments(cls).items():
+            info = cls.model_fields.get(name)
+            if info is not None and info.description is None:
+                info.description = text
+                described = True
+        if described:
+            cls.model_rebuild(force=True)
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="python")
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """Field name -> the ``# comment`` on its line in the class source, else the comment lines just above it."""
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):  # no source (frozen app, interactive definition): no descriptions
+        return {}
+    out: dict[str, str] = {}
+    above: list[str] = []
+    for line in lines[1:]:
+        if re.match(r"^    #", line):
+            above.append(line.strip().lstrip("#").strip())
+            continue
+        field = re.match(r"^    (\w+)\s*:", line)
+        if field:
+            text = _trailing_comment(line) or " ".join(above)
+            if text:
+                out[field.group(1)] = text
+        above = []
+    return out
+
+
+def _trailing_comment(line: str) -> str:
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(line.strip() + "\n").readline):
+            if token.type == tokenize.COMMENT:
+                return token.string.lstrip("#").strip()
+    except (tokenize.TokenError, SyntaxError):  # a field spread over several lines: no comment taken
+        pass
+    return ""
 
 
 class DataConfig(Section):
@@ -130,7 +177,7 @@ class GeneratorConfig(Section):
     affine_shift: float = Field(0.03, ge=0, lt=0.5)  # max shift as a fraction of the image side
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
-    mixed_precision: MixedPrecision = "no"
+    mixed_precision: MixedPrecision = "no"  # auto: bf16 on a GPU, none on a CPU
 
     @field_validator("block_out_channels")
     @classmethod
@@ -156,7 +203,7 @@ class SynthesisConfig(Section):
     """How the balanced synthetic set is sampled from the trained generator."""
 
     per_class: int = Field(100, ge=1)  # images generated for every class (balanced)
-    sampler: Sampler = "sde-dpmsolver++"
+    sampler: Sampler = "sde-dpmsolver++"  # the denoising loop's solver (SAMPLERS)
     steps: int = Field(25, ge=1)  # denoising steps
     guidance_scale: float = Field(2.0, ge=0)  # classifier-free guidance; 1 = off, 0 = unconditional
     batch_size: int = Field(32, ge=1)
@@ -166,8 +213,8 @@ class SynthesisConfig(Section):
 class ClassifierConfig(Section):
     """The CNN panel and the evaluation protocol (used by classifiers/). CV folds: ``split.cv_folds``."""
 
-    architectures: list[Architecture] = list(CLASSIFIER_ARCHITECTURES)
-    arms: list[Arm] = list(ARMS)
+    architectures: list[Architecture] = list(CLASSIFIER_ARCHITECTURES)  # the CNN panel (timm names)
+    arms: list[Arm] = list(ARMS)  # training sets, each evaluated on the held-out real 80%
     pretrained: bool | Literal["auto"] = "auto"  # auto: pretrained weights when they can be had, else scratch
     checkpoints: dict[Architecture, str] = {}  # local weights per architecture: {resnet18: /w/r18.pth}
     image_size: int = Field(224, ge=16)
@@ -180,7 +227,7 @@ class ClassifierConfig(Section):
     weight_decay: float = Field(1e-2, ge=0)
     lr_schedule: Literal["cosine", "none"] = "cosine"  # cosine: anneal to 1% over max_epochs
     time_budget_s: float | None = Field(None, gt=0)  # per fit; stops gracefully and records that it did
-    mixed_precision: MixedPrecision = "auto"
+    mixed_precision: MixedPrecision = "auto"  # auto: bf16 autocast on a GPU, fp32 on a CPU
     augment_hflip: bool = True  # real+aug arm: classic augmentation (flips, rotations, scaling)
     augment_vflip: bool = False
     augment_rotation_deg: float = Field(15.0, ge=0, le=180)
@@ -211,11 +258,11 @@ class ClassifierConfig(Section):
 class DomainConfig(Section):
     """Everything one run of one domain needs; saved, resolved, next to every run."""
 
-    name: str
-    profile: Profile = "cpu"
+    name: str  # the domain: names the run store folder
+    profile: Profile = "cpu"  # the machine profile layered in
     budget: str | None = None  # the budget layered in, if any (recorded with the run)
-    seed: int = 20240501
-    runs_root: str = "runs"
+    seed: int = 20240501  # one seed for the split, training and sampling
+    runs_root: str = "runs"  # the run store root
     description: str = ""
     data: DataConfig = Field(default_factory=DataConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)

@@ -12,7 +12,8 @@ from folder_snapshot import snapshot
 from pipeline.cli import build_parser, main
 
 
-@pytest.mark.parametrize("command", ["demo", "demo-data", "ingest", "validate", "split", "run"])
+@pytest.mark.parametrize("command", ["demo", "demo-data", "ingest", "validate", "split", "run", "generator",
+                                     "classifiers"])
 def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
@@ -64,3 +65,27 @@ def test_console_script_entry_point_runs(tmp_path: Path) -> None:
                              "--per-class", "2", "--size", "32"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "d").rglob("*.png"))) == 8
+
+
+@pytest.mark.parametrize("argv, handler", [
+    (["demo"], "pipeline.cli._demo"), (["demo-data", "out"], "pipeline.cli._demo_data"),
+    (["ingest", "--domain", "demo"], "pipeline.cli._ingest"), (["validate", "--domain", "demo"], "pipeline.cli._ingest"),
+    (["split", "--domain", "demo"], "pipeline.cli._split"), (["run", "--domain", "demo"], "pipeline.cli.<lambda>"),
+    (["generator", "train", "--domain", "demo"], "pipeline.generator.cli.run"),
+    (["generator", "grid", "--domain", "demo", "--out", "g.png"], "pipeline.generator.cli.run"),
+    (["classifiers", "--domain", "demo"], "classifiers.cli.run"),
+])
+def test_every_command_dispatches_to_the_handler_it_registered(argv: list[str], handler: str) -> None:
+    func = build_parser().parse_args(argv).func
+    module, _, name = handler.rpartition(".")
+    assert (func.__module__, func.__name__) == (module, name)
+
+
+def test_budget_option_layers_the_budget(tmp_path: Path) -> None:
+    from pipeline.cli import config_from_args
+
+    args = build_parser().parse_args(["split", "--domain", "brain-mri", "--budget", "cpu-quick",
+                                      "--set", "synthesis.per_class=7"])
+    config = config_from_args(args)
+    assert (config.profile, config.budget, config.generator.train_steps, config.synthesis.per_class) == (
+        "cpu", "cpu-quick", 500, 7)  # profile from the budget, budget's train_steps, --set over the budget's 50

@@ -247,6 +247,9 @@ def test_json_schema_carries_types_ranges_and_vocabularies() -> None:
     assert defs["SynthesisConfig"]["properties"]["sampler"]["enum"] == list(SAMPLERS)
     assert defs["GeneratorConfig"]["properties"]["train_steps"]["minimum"] == 1
     assert defs["SplitConfig"]["properties"]["cv_folds"]["minimum"] == 2
+    assert defs["GeneratorConfig"]["properties"]["grad_clip"]["description"] == "max global gradient norm; 0 = no clipping"
+    assert defs["SplitConfig"]["properties"]["cv_folds"]["description"].startswith("The one knob for k")
+    assert defs["DataConfig"]["description"] == "Where the real images are and how to read them."
     pretrained = defs["ClassifierConfig"]["properties"]["pretrained"]["anyOf"]
     assert {"type": "boolean"} in pretrained and {"const": "auto", "type": "string"} in pretrained
 
