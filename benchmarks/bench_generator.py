@@ -38,7 +38,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from pipeline.config import SAMPLERS, load_domain_config
 from pipeline.generator.data import batch_indices
 from pipeline.generator.model import count_parameters
-from pipeline.generator.sampling import LoadedGenerator, sample
+from pipeline.generator.pipeline import ClassConditionalPipeline
+from pipeline.generator.sampling import make_sampler, noise_schedule, use_sampler
 from pipeline.generator.train import GeneratorTrainer
 from pipeline.store import atomic_write_json
 
@@ -172,9 +173,9 @@ def main() -> int:
     gen_model.to(device).eval()
     if bf16:
         gen_model.to(torch.bfloat16)
-    loaded = LoadedGenerator(gen_model, [f"c{i}" for i in range(NUM_CLASSES)], 1, "L", gcfg.image_size,
-                             {"num_train_timesteps": gcfg.num_train_timesteps, "beta_schedule": gcfg.beta_schedule,
-                              "prediction_type": gcfg.prediction_type}, {})
+    pipe = ClassConditionalPipeline(gen_model, make_sampler("ddim", noise_schedule(trainer.noise_scheduler.config), 50),
+                                    [f"c{i}" for i in range(NUM_CLASSES)], "L")
+    pipe.set_progress_bar_config(disable=True)
     sample_batch = 16
     labs = [i % NUM_CLASSES for i in range(sample_batch)]
     seeds = list(range(sample_batch))
@@ -184,8 +185,10 @@ def main() -> int:
         timed_steps = steps if (sampler != "ddpm" or full_ddpm) else 50
         for guidance in (1.0, 2.0):
             if bf16:
-                loaded.model.to(torch.float32)  # sampling in fp32: our loop's default
-            seconds = timed(lambda: sample(loaded, labs, seeds, sampler, timed_steps, guidance), device)
+                pipe.unet.to(torch.float32)  # sampling in fp32: our loop's default
+            use_sampler(pipe, sampler, timed_steps)
+            seconds = timed(lambda: pipe(labs, timed_steps, guidance, [torch.Generator().manual_seed(s) for s in seeds],
+                                         output_type="pt"), device)
             per_image = seconds * (steps / timed_steps) / sample_batch
             sampling.append({"sampler": sampler, "steps": steps, "guidance_scale": guidance,
                              "seconds_per_image": round(per_image, 4), "batch": sample_batch,

@@ -179,7 +179,7 @@ def _run(config: DomainConfig, data: str | None, quiet: bool, until: str) -> int
     _print_summary(stages["ingest"]["summary"], stages["ingest"]["quarantine"])
     _print_counts(stages["split"]["summary"], stages["split"]["split"])
     if "generator" in stages:
-        print(f"generator checkpoint: {stages['generator']['checkpoint']}")
+        print(f"generator pipeline (ClassConditionalPipeline.from_pretrained): {stages['generator']['pipeline']}")
     if "synthesis" in stages:
         print(f"synthetic set manifest: {Path(stages['synthesis']['manifest']).with_suffix('.csv')}")
     if "classifiers" in stages:

@@ -106,7 +106,7 @@ def run_domain(config: DomainConfig, data_path: str | os.PathLike[str] | None = 
     with _timed() as elapsed:
         generator = train_generator_stage(config, split.split_path, progress=progress)
     record.add("generator", elapsed[0], key=generator.key, cached=generator.cached,
-               checkpoint=generator.checkpoint_path, checkpoint_hash=generator.checkpoint_hash,
+               pipeline=generator.pipeline_path, pipeline_hash=generator.pipeline_hash,
                summary=generator.summary)
     if stop <= ALL_STAGES.index("generator"):
         return record

@@ -6,8 +6,9 @@ Modules, one job each:
     data.py         the training side of the split as cached tensors, batches, light augmentation
     checkpoint.py   atomic checkpoints, keep-last-K, resume from the newest readable one
     train.py        the training loop (accelerate: CPU, one GPU with bf16, or ``accelerate launch``)
-    sampling.py     our short guided sampling loop (DPM-Solver++, DDIM, DDPM)
-    synthesis.py    balanced, resumable PNG synthesis with a manifest
+    pipeline.py     ClassConditionalPipeline: the diffusers pipeline, its __call__ is the guided sampling loop
+    sampling.py     the samplers (make_sampler), exporting (save_pretrained) and loading the pipeline
+    synthesis.py    balanced, resumable PNG synthesis with a manifest, through the exported pipeline
     stage.py        the two pipeline stages (train_generator_stage, synthesis_stage)
     cli.py          ``synth-augment generator train|sample|grid``
 """

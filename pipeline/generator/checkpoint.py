@@ -96,6 +96,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def folder_sha256(path: Path) -> str:
+    """Content hash of a folder: every file's relative path and sha256, in sorted order."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
 def remove_stale_temporaries(directory: Path) -> None:
     """Temporary files a hard kill (SIGKILL) left behind; never mistaken for outputs, but clutter."""
     if Path(directory).is_dir():

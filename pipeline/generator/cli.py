@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     s = generator.summary
     print(f"[generator] {'reused' if generator.cached else 'trained'}: {s['steps']} steps, {s['parameters']:,} "
           f"parameters, {s['image_size']} px {s['mode']}, final loss {s['final_loss']}; "
-          f"checkpoint {generator.checkpoint_path} (sha256 {generator.checkpoint_hash[:12]})")
+          f"pipeline {generator.pipeline_path} (content hash {generator.pipeline_hash[:12]})")
     if args.generator_command == "sample":
         synthesis = synthesis_stage(config, generator, progress=progress)
         t = synthesis.summary
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
               f"({t['per_class']} per class, {t['sampler']} {t['steps']} steps, guidance {t['guidance_scale']}); "
               f"manifest {synthesis.manifest_path.with_suffix('.csv')}")
     elif args.generator_command == "grid":
-        from pipeline.generator.sampling import load_generator
+        from pipeline.generator.sampling import load_pipeline
         from pipeline.generator.synthesis import sample_grid
         from pipeline.imageio import save_png
 
@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
             from pipeline.errors import ConfigError
 
             raise ConfigError(f"--per-class = {args.per_class} is invalid; expected an integer >= 1")
-        loaded = load_generator(generator.checkpoint_path)
         syn = config.synthesis
-        grid = sample_grid(loaded, args.per_class, config.seed, syn.sampler, syn.steps, syn.guidance_scale)
+        pipe = load_pipeline(generator.pipeline_path)
+        grid = sample_grid(pipe, args.per_class, config.seed, syn.sampler, syn.steps, syn.guidance_scale)
         save_png(grid, args.out)
-        print(f"[grid] rows: {', '.join(loaded.class_names)}; saved {args.out}")
+        print(f"[grid] rows: {', '.join(pipe.config.class_names)}; saved {args.out}")
     return 0

@@ -84,11 +84,6 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images.float().div(127.5).sub(1.0)
 
 
-def to_uint8(samples: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8 [0, 255] (clamped)."""
-    return samples.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-
-
 def augment(x: torch.Tensor, config: GeneratorConfig, generator: torch.Generator) -> torch.Tensor:
     """Light, anatomy-respecting augmentation: optional h-flip, small rotation/zoom/shift (border fill)."""
     n = x.shape[0]

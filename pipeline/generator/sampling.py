@@ -1,13 +1,12 @@
-"""Our guided sampling loop: classifier-free guidance over any of four diffusers samplers.
+"""Samplers and the exported generator: the one place schedulers are built, and the export/load of the pipeline.
 
-diffusers has no class-conditional pipeline, so the loop is written out here::
+    make_sampler(name, noise, steps)      a diffusers scheduler on the training noise schedule
+    export_pipeline(directory, ...)       save_pretrained of the EMA UNet + scheduler + class names
+    load_pipeline(path, device)           ClassConditionalPipeline.from_pretrained
+    use_sampler(pipe, name, steps)        swap another sampler in (same noise schedule)
+    image_seed(seed, class, index)        the noise seed of one synthetic image
 
-    x_T ~ N(0, I)                                   one generator per image: classes never share noise
-    for t in scheduler.timesteps:
-        eps_c = unet(x_t, t, label)                 conditional prediction
-        eps_u = unet(x_t, t, null label)            unconditional prediction (same batch, doubled)
-        eps   = eps_u + w * (eps_c - eps_u)          w = guidance scale; w = 1 skips eps_u entirely
-        x_t   = scheduler.step(eps, t, x_t)
+The guided denoising loop itself is ``ClassConditionalPipeline.__call__`` (pipeline.py).
 
 Samplers: SDE-DPM-Solver++ (2nd order, stochastic: the default, ~20-50 steps), DPM-Solver++
 (deterministic, same cost), DDIM (deterministic, ~50 steps) and DDPM (ancestral, up to the full
@@ -17,46 +16,26 @@ Samplers: SDE-DPM-Solver++ (2nd order, stochastic: the default, ~20-50 steps), D
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
-from diffusers.utils.torch_utils import randn_tensor
 
 from pipeline.config import SAMPLERS
 from pipeline.errors import ConfigError
+from pipeline.generator.pipeline import ClassConditionalPipeline
+
+TRAINING_DATA_FILE = "training_data.json"  # beside model_index.json: the training images' content hashes
 
 
-STOCHASTIC_SAMPLERS = frozenset({"ddpm", "sde-dpmsolver++"})  # they draw fresh noise every step
-
-
-@dataclass
-class LoadedGenerator:
-    """An exported generator: EMA weights in eval mode plus what sampling needs to know."""
-
-    model: UNet2DModel
-    class_names: list[str]
-    channels: int
-    mode: str
-    image_size: int
-    noise: dict[str, Any]  # num_train_timesteps, beta_schedule, prediction_type
-    data: dict[str, Any]  # training-data identity (manifest hash, content hashes, split hash)
-
-    @property
-    def null_label(self) -> int:
-        return len(self.class_names)
-
-
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> LoadedGenerator:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = UNet2DModel(**json.loads(state["unet_config"]))
-    model.load_state_dict(state["state_dict"])
-    model.to(device).eval()
-    data = state["data"]
-    return LoadedGenerator(model, list(data["class_names"]), int(data["channels"]), str(data["mode"]),
-                           int(state["image_size"]), dict(state["noise"]), dict(data))
+def noise_schedule(scheduler_config: Any) -> dict[str, Any]:
+    """The training noise schedule (what every sampler must share) from a scheduler's config."""
+    return {"num_train_timesteps": int(scheduler_config.num_train_timesteps),
+            "beta_schedule": str(scheduler_config.beta_schedule),
+            "prediction_type": str(scheduler_config.prediction_type)}
 
 
 def make_sampler(name: str, noise: dict[str, Any], steps: int) -> Any:
@@ -89,35 +68,46 @@ def image_seed(seed: int, class_index: int, image_index: int) -> int:
     return (seed * 1_000_003 + class_index * 10_000_019 + image_index) % 2**63
 
 
-@torch.no_grad()
-def sample(generator: LoadedGenerator, labels: list[int], seeds: list[int], sampler: str = "dpmsolver++",
-           steps: int = 20, guidance_scale: float = 2.0) -> torch.Tensor:
-    """Generate one image per (label, seed): float tensor in [-1, 1], shape (N, C, H, W), on the CPU."""
-    if len(labels) != len(seeds):
-        raise ValueError(f"labels ({len(labels)}) and seeds ({len(seeds)}) differ in length")
-    if guidance_scale < 0:
-        raise ConfigError(f"synthesis.guidance_scale = {guidance_scale} is invalid; expected a number >= 0")
-    bad = [lab for lab in labels if not 0 <= lab < len(generator.class_names)]
-    if bad:
-        raise ValueError(f"labels {bad[:5]} are outside 0..{len(generator.class_names) - 1}")
-    model = generator.model
-    device = next(model.parameters()).device
-    scheduler = make_sampler(sampler, generator.noise, steps)
-    rngs = [torch.Generator().manual_seed(s) for s in seeds]
-    shape = (len(labels), generator.channels, generator.image_size, generator.image_size)
-    x = randn_tensor(shape, generator=rngs, dtype=torch.float32).to(device) * scheduler.init_noise_sigma
-    cond = torch.tensor(labels, dtype=torch.long, device=device)
-    guided = guidance_scale != 1.0
-    both = torch.cat([cond, torch.full_like(cond, generator.null_label)]) if guided else cond
-    for t in scheduler.timesteps:
-        model_in = scheduler.scale_model_input(x, t)
-        if guided:
-            out = model(torch.cat([model_in, model_in]), t, class_labels=both).sample
-            out_cond, out_uncond = out.chunk(2)
-            out = out_uncond + guidance_scale * (out_cond - out_uncond)
-        else:
-            out = model(model_in, t, class_labels=cond).sample
-        # stochastic samplers add fresh noise every step: drawn from the per-image generators, so still seeded per image
-        kwargs = {"generator": rngs} if sampler in STOCHASTIC_SAMPLERS else {}
-        x = scheduler.step(out, t, x, **kwargs).prev_sample
-    return x.clamp(-1, 1).float().cpu()
+def export_pipeline(directory: str | os.PathLike[str], unet_kwargs: dict[str, Any],
+                    state_dict: dict[str, torch.Tensor], scheduler: Any, class_names: list[str], mode: str,
+                    num_inference_steps: int, guidance_scale: float, training_data: dict[str, Any]) -> Path:
+    """Write the generator as a diffusers pipeline folder (``save_pretrained``), atomically.
+
+    ``unet/`` holds the EMA weights as safetensors and the UNet config, ``scheduler/`` the full
+    scheduler config, ``model_index.json`` the class names, mode, sampling defaults and the
+    training-data identity; ``training_data.json`` lists every training image's sha256.
+    """
+    directory = Path(directory)
+    unet = UNet2DModel(**unet_kwargs)
+    unet.load_state_dict(state_dict)
+    sha256s = list(training_data.get("sha256s", []))
+    identity = {k: v for k, v in training_data.items() if k not in ("sha256s", "class_names", "mode", "channels")}
+    identity["images"] = len(sha256s)
+    pipe = ClassConditionalPipeline(unet.eval(), scheduler, class_names=list(class_names), mode=mode,
+                                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                    training_data=identity)
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    (tmp / TRAINING_DATA_FILE).write_text(json.dumps({**identity, "sha256s": sha256s}, indent=1))
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)
+    return directory
+
+
+def load_pipeline(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> ClassConditionalPipeline:
+    """An exported generator on ``device``, quiet (no progress bar per call)."""
+    pipe = ClassConditionalPipeline.from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def use_sampler(pipe: ClassConditionalPipeline, name: str, steps: int) -> ClassConditionalPipeline:
+    """Swap in the ``name`` sampler on the pipeline's own training noise schedule (diffusers' idiom)."""
+    pipe.scheduler = make_sampler(name, noise_schedule(pipe.scheduler.config), steps)
+    return pipe
+
+
+def training_data_of(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The training-data identity an exported generator carries (with every training image's sha256)."""
+    return json.loads((Path(path) / TRAINING_DATA_FILE).read_text())

@@ -4,9 +4,11 @@
     synthesis_stage(config, generator)        -> SynthesisOutput    runs/<domain>/synthesis/<key>/
 
 The generator key hashes the split, the model/training settings, the channel mode, the class
-order and the seed; the synthesis key hashes the generator checkpoint's content hash and the
-sampling settings. A finished stage returns at once (``cached=True``); an unfinished one resumes
-(training from its newest readable checkpoint, synthesis by filling in missing images).
+order and the seed; the trained generator is exported as a diffusers pipeline folder
+(``<key>/pipeline``, loadable with ``ClassConditionalPipeline.from_pretrained``). The synthesis
+key hashes that folder's content hash and the sampling settings. A finished stage returns at
+once (``cached=True``); an unfinished one resumes (training from its newest readable
+checkpoint, synthesis by filling in missing images).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import torch
 
 from pipeline.config import DomainConfig, hash_payload
 from pipeline.errors import DataError
-from pipeline.generator.checkpoint import file_sha256
+from pipeline.generator.checkpoint import folder_sha256
 from pipeline.generator.data import check_disjoint, load_training_data
-from pipeline.generator.sampling import load_generator
+from pipeline.generator.sampling import load_pipeline, training_data_of
 from pipeline.generator.synthesis import synthesize
 from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
 from pipeline.image_tensors import domain_cache_dir
@@ -37,8 +39,8 @@ GENERATOR_STAGE, SYNTHESIS_STAGE = "generator", "synthesis"
 class GeneratorOutput:
     key: str
     directory: Path
-    checkpoint_path: Path  # generator.pt: EMA weights + everything sampling needs
-    checkpoint_hash: str  # sha256 of generator.pt: the synthesis key depends on it
+    pipeline_path: Path  # the exported ClassConditionalPipeline folder (EMA UNet, scheduler, class names)
+    pipeline_hash: str  # content hash of that folder: the synthesis key depends on it
     summary: dict[str, Any]
     cached: bool = False
 
@@ -66,23 +68,24 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
     key = generator_key(config, split.split_hash, class_names)
     store = RunStore(config.runs_root, config.name)
     directory = store.stage_dir(GENERATOR_STAGE, key)
-    model_path = directory / "generator.pt"
-    if store.is_complete(GENERATOR_STAGE, key) and model_path.is_file():
+    pipeline_path = directory / "pipeline"
+    if store.is_complete(GENERATOR_STAGE, key) and (pipeline_path / "model_index.json").is_file():
         summary = store.read_summary(GENERATOR_STAGE, key)
-        digest = file_sha256(model_path)
-        if digest != summary["checkpoint_hash"]:
-            raise DataError(f"{model_path} changed since training (sha256 {digest[:12]} != "
-                            f"{summary['checkpoint_hash'][:12]}); delete {directory} to retrain")
-        data = torch.load(model_path, map_location="cpu", weights_only=True)["data"]
-        check_disjoint(list(data["sha256s"]), data["manifest_hash"], split)
-        return GeneratorOutput(key, directory, model_path, digest, summary, cached=True)
+        digest = folder_sha256(pipeline_path)
+        if digest != summary["pipeline_hash"]:
+            raise DataError(f"{pipeline_path} changed since training (content hash {digest[:12]} != "
+                            f"{summary['pipeline_hash'][:12]}); delete {directory} to retrain")
+        identity = training_data_of(pipeline_path)
+        check_disjoint(list(identity["sha256s"]), identity["manifest_hash"], split)
+        return GeneratorOutput(key, directory, pipeline_path, digest, summary, cached=True)
 
     started = time.perf_counter()
     data = load_training_data(config, split, domain_cache_dir(config.runs_root, config.name), progress=progress)
     result = train_generator(config, data, directory, split.split_hash, progress=progress)
-    digest = file_sha256(result.model_path)
+    digest = folder_sha256(result.model_path)
     per_class = {name: int((data.labels == i).sum()) for i, name in enumerate(class_names)}
-    summary = {"checkpoint_hash": digest, "steps": result.steps, "resumed_from": result.resumed_from,
+    summary = {"pipeline_path": str(result.model_path), "pipeline_hash": digest, "steps": result.steps,
+               "resumed_from": result.resumed_from,
                "parameters": result.parameters, "image_size": config.generator.image_size,
                "channels": config.channels, "mode": config.data.mode, "class_names": class_names,
                "train_images": int(len(data.labels)), "train_per_class": per_class,
@@ -98,9 +101,9 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
     return GeneratorOutput(key, directory, result.model_path, digest, summary)
 
 
-def synthesis_key(config: DomainConfig, checkpoint_hash: str) -> str:
+def synthesis_key(config: DomainConfig, pipeline_hash: str) -> str:
     s = config.synthesis
-    return hash_payload({"generator_hash": checkpoint_hash, "sampler": s.sampler, "steps": s.steps,
+    return hash_payload({"generator_hash": pipeline_hash, "sampler": s.sampler, "steps": s.steps,
                          "guidance_scale": s.guidance_scale, "seed": config.seed})
 
 
@@ -110,7 +113,7 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
     ``per_class`` is not part of the key: raising it adds images to the same set, lowering it
     lists only the first N in the manifest.
     """
-    key = synthesis_key(config, generator.checkpoint_hash)
+    key = synthesis_key(config, generator.pipeline_hash)
     store = RunStore(config.runs_root, config.name)
     directory = store.stage_dir(SYNTHESIS_STAGE, key)
     manifest_path = directory / "manifest.parquet"
@@ -122,17 +125,19 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
 
     started = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = load_generator(generator.checkpoint_path, device)
-    if file_sha256(generator.checkpoint_path) != generator.checkpoint_hash:
-        raise DataError(f"{generator.checkpoint_path} does not match its recorded hash; retrain the generator")
+    if folder_sha256(generator.pipeline_path) != generator.pipeline_hash:
+        raise DataError(f"{generator.pipeline_path} does not match its recorded hash; retrain the generator")
+    pipe = load_pipeline(generator.pipeline_path, device)
     before = len(list(directory.glob("images/*/*.png")))
-    manifest = synthesize(loaded, directory, config.synthesis, config.seed, generator.checkpoint_hash, progress)
+    manifest = synthesize(pipe, directory, config.synthesis, config.seed, generator.pipeline_hash, progress)
     atomic_write_table(manifest_path, manifest)
-    summary = {"per_class": config.synthesis.per_class, "classes": loaded.class_names, "images": int(len(manifest)),
+    summary = {"per_class": config.synthesis.per_class, "classes": list(pipe.config.class_names),
+               "images": int(len(manifest)),
                "generated_this_run": int(max(0, len(list(directory.glob("images/*/*.png"))) - before)),
                "sampler": config.synthesis.sampler, "steps": config.synthesis.steps,
-               "guidance_scale": config.synthesis.guidance_scale, "generator_hash": generator.checkpoint_hash,
-               "mode": loaded.mode, "image_size": loaded.image_size,
+               "guidance_scale": config.synthesis.guidance_scale, "generator_hash": generator.pipeline_hash,
+               "generator": str(generator.pipeline_path), "mode": pipe.config.mode,
+               "image_size": pipe.unet.config.sample_size,
                "seconds": round(time.perf_counter() - started, 2)}
     store.mark_complete(SYNTHESIS_STAGE, key, summary)
     store.latest_link(SYNTHESIS_STAGE, key)

@@ -35,7 +35,7 @@ from pipeline.errors import ConfigError
 from pipeline.generator.checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.generator.data import TrainingData, augment, batch_indices, step_generator, to_model_range
 from pipeline.generator.model import build_unet, count_parameters, null_class, unet_config
-from pipeline.store import atomic_save_with
+from pipeline.generator.sampling import export_pipeline, make_sampler, noise_schedule
 
 # Settings that may differ between a checkpoint and the run resuming it (they do not change the model).
 RESUMABLE_CHANGES = ("train_steps", "checkpoint_every", "keep_checkpoints")
@@ -138,7 +138,7 @@ def build_unet_from(kwargs: dict[str, Any]) -> UNet2DModel:
 
 @dataclass
 class TrainResult:
-    model_path: Path  # the exported EMA generator (generator.pt)
+    model_path: Path  # the exported EMA generator: a ClassConditionalPipeline folder (save_pretrained)
     steps: int
     resumed_from: int | None  # step of the checkpoint this run continued from
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) of the steps this run did
@@ -149,7 +149,7 @@ class TrainResult:
 
 def train_generator(config: DomainConfig, data: TrainingData, out_dir: Path, split_hash: str,
                     progress: bool = True, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train (or resume) the generator in ``out_dir``; export the EMA model as ``out_dir/generator.pt``."""
+    """Train (or resume) the generator in ``out_dir``; export the EMA model as ``out_dir/pipeline/``."""
     gcfg = config.generator
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
@@ -187,14 +187,12 @@ def train_generator(config: DomainConfig, data: TrainingData, out_dir: Path, spl
             on_step(step + 1, loss)
     bar.close()
     seconds = time.perf_counter() - began
-    model_path = out_dir / "generator.pt"
+    model_path = out_dir / "pipeline"
     if accelerator.is_main_process:
-        export = {"unet_config": json.dumps(trainer.unet_kwargs), "state_dict": trainer.ema_state_dict(),
-                  "noise": {"num_train_timesteps": gcfg.num_train_timesteps, "beta_schedule": gcfg.beta_schedule,
-                            "prediction_type": gcfg.prediction_type},
-                  "image_size": gcfg.image_size, "step": total, "data": identity,
-                  "generator_config": _gcfg_dict(gcfg)}
-        atomic_save_with(model_path, lambda tmp: torch.save(export, tmp))
+        syn = config.synthesis
+        sampler = make_sampler(syn.sampler, noise_schedule(trainer.noise_scheduler.config), syn.steps)
+        export_pipeline(model_path, trainer.unet_kwargs, trainer.ema_state_dict(), sampler, data.class_names,
+                        config.data.mode, syn.steps, syn.guidance_scale, identity)
     accelerator.wait_for_everyone()
     return TrainResult(model_path, total, resumed_from, losses, seconds,
                        done * gcfg.batch_size * accelerator.num_processes / seconds if seconds > 0 and done else 0.0,

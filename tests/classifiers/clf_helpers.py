@@ -1,12 +1,9 @@
-"""Helpers for the classifier tests: a phantom dataset, its persisted split, a phantom synthetic set."""
+"""Helpers for the classifier tests: a phantom dataset and its persisted split."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
-
-import pandas as pd
 
 from pipeline.config import DomainConfig, load_domain_config
 from pipeline.demo_data import PhantomSpec, make_demo_dataset
@@ -29,15 +26,3 @@ def make_split(config: DomainConfig, per_class: int, size: int = 64, seed: int =
     data = make_demo_dataset(Path(config.runs_root) / "data", PhantomSpec(per_class, size, "L", seed), progress=False)
     ingest = ingest_stage(config, data, progress=False)
     return split_stage(config, ingest.manifest_path).split_path
-
-
-def make_synthetic_manifest(folder: Path, per_class: int, size: int = 64, seed: int = 99) -> Path:
-    """A stand-in for the generator's output: fresh phantoms (another seed) with a path/label/sha256 manifest."""
-    root = make_demo_dataset(folder / "synthetic-images", PhantomSpec(per_class, size, "L", seed), progress=False)
-    rows = []
-    for path in sorted(root.rglob("*.png")):
-        rows.append({"path": str(path.resolve()), "label": path.parent.name,
-                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
-    manifest = folder / "synthetic.parquet"
-    pd.DataFrame(rows).to_parquet(manifest, index=False)
-    return manifest

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from clf_helpers import demo_config, make_split, make_synthetic_manifest
+from clf_helpers import demo_config, make_split
 from pipeline.config import DomainConfig
+from tests.generator.gen_helpers import tiny_synthetic_set
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: hub lookups must fail fast
 
@@ -21,5 +22,7 @@ def demo_split(tmp_path_factory: pytest.TempPathFactory) -> tuple[DomainConfig, 
 
 
 @pytest.fixture(scope="session")
-def synthetic_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_synthetic_manifest(tmp_path_factory.mktemp("synthetic"), per_class=20)
+def synthetic_manifest(demo_split: tuple[DomainConfig, Path]) -> Path:
+    """Actual generator output: a tiny generator trained on the demo split's training side, 20 images per class."""
+    config, split_path = demo_split
+    return tiny_synthetic_set(Path(config.runs_root).parent, split_path, per_class=20)

@@ -56,3 +56,15 @@ def write_toy_folder(root: Path, per_class: int, size: int = 32, seed: int = 11)
     for index, (image, label) in enumerate(zip(images, labels)):
         save_png(image[0].numpy(), root / names[int(label)] / f"{index:04d}.png")
     return root
+
+
+def tiny_synthetic_set(runs_parent: Path, split_path: Path, per_class: int, train_steps: int = 20) -> Path:
+    """Real generator output for tests that need a synthetic set: a tiny generator trained for a few
+    steps on the split's training side, then the synthesis stage (its manifest path is returned)."""
+    from pipeline.generator.stage import synthesis_stage, train_generator_stage
+
+    config = tiny_config(runs_parent, {"train_steps": train_steps, "checkpoint_every": train_steps},
+                         synthesis={"per_class": per_class, "sampler": "sde-dpmsolver++", "steps": 4,
+                                    "batch_size": 32})
+    generator = train_generator_stage(config, split_path, progress=False)
+    return synthesis_stage(config, generator, progress=False).manifest_path

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.linear_model import LogisticRegression
 
 from gen_helpers import tiny_config, write_toy_folder
-from pipeline.generator.sampling import image_seed, load_generator, sample
+from pipeline.generator.sampling import image_seed, load_pipeline, use_sampler
 from pipeline.generator.stage import synthesis_stage, train_generator_stage
 from pipeline.image_tensors import load_image_tensors
 from pipeline.stages import ingest_stage, load_split, split_stage
@@ -54,16 +55,16 @@ def test_generated_images_are_recognised_as_their_requested_class(tmp_path: Path
     assert conditional >= 0.9, f"generated images match their requested class only {conditional:.0%} of the time"
 
     # the same seeds with the label ignored (guidance 0 = the unconditional model) are near chance
-    loaded = load_generator(generator.checkpoint_path)
+    pipe = use_sampler(load_pipeline(generator.pipeline_path), "dpmsolver++", 10)
     labels = [c for c in (0, 1) for _ in range(16)]
-    seeds = [image_seed(config.seed, c, i) for c in (0, 1) for i in range(16)]
-    uncond = sample(loaded, labels, seeds, "dpmsolver++", 10, guidance_scale=0.0)
-    flat = ((uncond + 1) / 2).flatten(1).numpy()
+    seeds = [torch.Generator().manual_seed(image_seed(config.seed, c, i)) for c in (0, 1) for i in range(16)]
+    uncond = pipe(labels, 10, guidance_scale=0.0, generator=seeds, output_type="pt").images
+    flat = uncond.flatten(1).numpy()
     predicted = clf.predict(flat)
     ignored = float(np.mean(predicted == np.array(["top" if c == 0 else "bottom" for c in labels])))
     assert ignored <= 0.75 and conditional - ignored >= 0.25
 
     # finished stages are reused, not redone
     again = train_generator_stage(config, split.split_path, progress=False)
-    assert again.cached and again.checkpoint_hash == generator.checkpoint_hash
+    assert again.cached and again.pipeline_hash == generator.pipeline_hash
     assert synthesis_stage(config, again, progress=False).cached

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers import UNet2DModel
 
 from gen_helpers import tiny_config, toy_training_data
 from pipeline.errors import ConfigError
@@ -26,7 +27,7 @@ def _kill_after(step_to_die: int, seen: list[tuple[int, float]]):
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=True)["state_dict"]
+    return UNet2DModel.from_pretrained(path / "unet").state_dict()  # the exported pipeline's EMA weights
 
 
 def test_kill_resume_continues_the_same_run_and_skips_a_corrupt_checkpoint(tmp_path: Path) -> None:
