@@ -182,6 +182,10 @@ def _run(config: DomainConfig, data: str | None, quiet: bool, until: str) -> int
         print(f"generator pipeline (ClassConditionalPipeline.from_pretrained): {stages['generator']['pipeline']}")
     if "synthesis" in stages:
         print(f"synthetic set manifest: {Path(stages['synthesis']['manifest']).with_suffix('.csv')}")
+    for line in stages.get("quality", {}).get("lines", []):
+        print(f"quality: {line}")
+    if "quality" in stages:
+        print(f"quality report: {stages['quality']['report']}")
     if "classifiers" in stages:
         _print_classifiers(stages["classifiers"])
     print(f"run record and resolved config: {record.run_dir}")

@@ -123,6 +123,9 @@ class DataConfig(Section):
     class_names: list[str] = []  # expected classes; empty = whatever is found
     min_side: int = Field(32, ge=1)  # images smaller than this on either side are quarantined
     max_pixels: int = Field(80_000_000, ge=1)  # decompression-bomb guard: larger images are quarantined unread
+    # perceptual copies (256-bit pHash at most this many bits apart) form one group that the split keeps on
+    # one side; -1 = off. 12 is measured in pipeline/quality/near_duplicates.py
+    near_duplicate_bits: int = Field(12, ge=-1, le=128)
 
     def resolve_class_names(self, labels: Iterable[Any]) -> list[str]:
         """The label order every stage uses: ``class_names`` when given, else the sorted labels found.
@@ -255,6 +258,41 @@ class ClassifierConfig(Section):
         return value
 
 
+class QualityGateConfig(Section):
+    """Thresholds that stop (or only warn about) a run before classifiers train; null = not checked."""
+
+    action: Literal["warn", "stop"] = "warn"
+    min_label_agreement: float | None = Field(None, ge=0, le=1)  # CAS: mean per-class agreement of the reference
+    max_memorised_fraction: float | None = Field(None, ge=0, le=1)  # share of synthetic images flagged as near-copies
+    max_domain_fd_ratio: float | None = Field(None, gt=0)  # Fréchet distance (domain features): synthetic / real-vs-real
+    min_domain_recall: float | None = Field(None, ge=0, le=1)  # improved recall (domain features), all classes
+
+
+class QualityConfig(Section):
+    """The quality stage between synthesis and classifiers (pipeline.quality.stage)."""
+
+    enabled: bool = True
+    extractors: list[Literal["domain", "inception"]] = ["domain", "inception"]
+    inception_weights: str | None = None  # local inception_v3_google-0cc3c7bd.pth; else hub cache or download
+    inception_download: bool = True  # try torchvision's download when no local file (fails fast offline)
+    kid_subsets: int = Field(50, ge=1)
+    kid_subset_size: int = Field(1000, ge=2)
+    pr_k: int = Field(3, ge=1)  # k of the k-NN manifolds of improved precision/recall
+    msssim_pairs: int = Field(100, ge=1)  # random pairs per class and set for the MS-SSIM diversity
+    memorisation_quantile: float = Field(0.01, gt=0, lt=0.5)  # flag: closer to a training image than this quantile of real-to-real NN
+    closest_pairs: int = Field(8, ge=0)  # closest synthetic/training pairs saved as images for the report
+    drop_memorised: bool = False  # remove flagged near-copies from the synthetic set before classifiers train
+    label_filter_confidence: float | None = Field(None, gt=0, le=1)  # drop images the reference assigns to another class with p >= this
+    gate: QualityGateConfig = Field(default_factory=QualityGateConfig)
+
+    @field_validator("extractors")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a list without repeats from: domain, inception")
+        return value
+
+
 class DomainConfig(Section):
     """Everything one run of one domain needs; saved, resolved, next to every run."""
 
@@ -269,6 +307,7 @@ class DomainConfig(Section):
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
     classifiers: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
 
     @field_validator("name")
     @classmethod

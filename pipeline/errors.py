@@ -22,3 +22,7 @@ class DataError(SynthAugmentError):
 
 class LeakageError(SynthAugmentError):
     """Training data and held-out data overlap: the evaluation would be dishonest."""
+
+
+class QualityGateError(SynthAugmentError):
+    """The synthetic set failed a configured quality threshold (quality.gate, action: stop)."""

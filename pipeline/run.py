@@ -26,7 +26,7 @@ from pipeline.config import DomainConfig
 from pipeline.stages import ingest_stage, split_stage
 from pipeline.store import atomic_write_json, atomic_write_text
 
-ALL_STAGES: tuple[str, ...] = ("ingest", "split", "generator", "synthesis", "classifiers")
+ALL_STAGES: tuple[str, ...] = ("ingest", "split", "generator", "synthesis", "quality", "classifiers")
 
 
 @dataclass
@@ -118,10 +118,23 @@ def run_domain(config: DomainConfig, data_path: str | os.PathLike[str] | None = 
     if stop <= ALL_STAGES.index("synthesis"):
         return record
 
+    synthetic_manifest = synthesis.manifest_path
+    if config.quality.enabled:
+        from pipeline.quality.stage import quality_stage, summary_lines
+
+        with _timed() as elapsed:  # raises QualityGateError (after saving its results) when a stop gate fails
+            quality = quality_stage(config, split.split_path, synthesis.manifest_path, progress=progress)
+        record.add("quality", elapsed[0], key=quality.key, cached=quality.cached, report=quality.directory / "quality.json",
+                   manifest=quality.manifest_path, summary=quality.summary, gate=quality.gate,
+                   lines=summary_lines(quality))
+        synthetic_manifest = quality.manifest_path
+    if stop <= ALL_STAGES.index("quality"):
+        return record
+
     from classifiers.stage import classifiers_stage
 
     with _timed() as elapsed:
-        classifiers = classifiers_stage(config, split.split_path, str(synthesis.manifest_path), progress=progress)
+        classifiers = classifiers_stage(config, split.split_path, str(synthetic_manifest), progress=progress)
     record.add("classifiers", elapsed[0], key=classifiers.key, cached=classifiers.cached,
                results=classifiers.results_path, summary=classifiers.summary)
     return record

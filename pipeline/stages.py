@@ -16,6 +16,7 @@ import pandas as pd
 from pipeline.config import DomainConfig, hash_payload
 from pipeline.errors import DataError
 from pipeline.ingest import discover
+from pipeline.quality.near_duplicates import group_listing, group_notes
 from pipeline.split import TEST, TRAIN, Split, make_split, split_key, verify_split
 from pipeline.store import RunStore, atomic_write_json, atomic_write_table, atomic_write_text, read_json, read_table
 from pipeline.validate import ValidationResult, check_protocol_feasible, validate
@@ -70,12 +71,14 @@ def ingest_stage(config: DomainConfig, data_path: str | os.PathLike[str] | None,
     result = validate(discovery.candidates, config.data, config.split, progress=progress)
     atomic_write_table(outputs[0], result.manifest)
     atomic_write_table(outputs[1], result.quarantine)
-    atomic_write_text(directory / "notes.txt", "\n".join(discovery.notes) + ("\n" if discovery.notes else ""))
+    atomic_write_table(directory / "near_duplicates.parquet", group_listing(result.manifest))
+    notes = discovery.notes + group_notes(result.manifest, config.data.near_duplicate_bits)
+    atomic_write_text(directory / "notes.txt", "\n".join(notes) + ("\n" if notes else ""))
     summary = {**result.summary(), "root": str(discovery.root), "layout": discovery.layout,
-               "candidates": int(len(discovery.candidates)), "notes": discovery.notes}
+               "candidates": int(len(discovery.candidates)), "notes": notes}
     store.mark_complete("ingest", key, summary)
     store.latest_link("ingest", key)
-    return IngestOutput(key, directory, *outputs, notes=discovery.notes, summary=summary)
+    return IngestOutput(key, directory, *outputs, notes=notes, summary=summary)
 
 
 def split_stage(config: DomainConfig, manifest_path: str | os.PathLike[str]) -> SplitOutput:

@@ -3,7 +3,9 @@
 Every candidate file is hashed and fully decoded once. Files that cannot be used go to a
 quarantine table with a reason code and a sentence; nothing in the user's folder is touched.
 Exact duplicates (same sha256) collapse to one file when their labels agree and are all
-quarantined when their labels conflict. The run fails fast (``DataError``) only when what
+quarantined when their labels conflict. Near-duplicates (re-encoded or rescaled copies, found by
+perceptual hash, see ``pipeline.quality.near_duplicates``) are kept but share a ``dup_group`` id, which
+the split treats like a patient id. The run fails fast (``DataError``) only when what
 remains cannot support the protocol.
 """
 
@@ -20,9 +22,10 @@ from tqdm.auto import tqdm
 from pipeline.config import DataConfig, SplitConfig
 from pipeline.errors import DataError
 from pipeline.imageio import ImageReadError, read_image
+from pipeline.quality.near_duplicates import assign_groups, perceptual_hash
 
 MANIFEST_COLUMNS = ["path", "relpath", "label", "patient_id", "sha256", "width", "height", "source_mode",
-                    "bytes"]
+                    "bytes", "phash", "dup_group"]
 QUARANTINE_COLUMNS = ["path", "relpath", "label", "reason", "detail"]
 
 
@@ -38,6 +41,8 @@ class ValidationResult:
             "per_class": {str(k): int(v) for k, v in self.manifest["label"].value_counts().sort_index().items()},
             "quarantine_reasons": {str(k): int(v) for k, v in
                                    self.quarantine["reason"].value_counts().sort_index().items()},
+            "near_duplicate_groups": int(self.manifest["dup_group"].nunique()) if "dup_group" in self.manifest else 0,
+            "near_duplicate_images": int(self.manifest["dup_group"].notna().sum()) if "dup_group" in self.manifest else 0,
         }
 
 
@@ -64,7 +69,7 @@ def inspect_file(path: str, data: DataConfig) -> dict[str, object]:
         return {"reason": "too-small", "sha256": digest,
                 "detail": f"{image.width}x{image.height} is smaller than data.min_side={data.min_side}"}
     return {"sha256": digest, "width": image.width, "height": image.height, "source_mode": image.source_mode,
-            "bytes": size}
+            "bytes": size, "phash": perceptual_hash(image.pixels)}
 
 
 def validate(candidates: pd.DataFrame, data: DataConfig, split: SplitConfig,
@@ -75,7 +80,7 @@ def validate(candidates: pd.DataFrame, data: DataConfig, split: SplitConfig,
         results = list(tqdm(pool.map(lambda p: inspect_file(p, data), paths), total=len(paths),
                             desc="validate", unit="img", disable=not progress))
     checked = candidates.reset_index(drop=True).join(pd.DataFrame(results, index=range(len(results))))
-    for column in ("reason", "detail"):
+    for column in ("reason", "detail", "phash"):
         if column not in checked:
             checked[column] = None
     bad = checked["reason"].notna()
@@ -83,6 +88,7 @@ def validate(candidates: pd.DataFrame, data: DataConfig, split: SplitConfig,
     good = checked.loc[~bad].copy()
     good, duplicates = _collapse_duplicates(good)
     quarantine.append(duplicates)
+    good = assign_groups(good, data.near_duplicate_bits)  # perceptual copies: kept, but split as one unit
     manifest = good[MANIFEST_COLUMNS].sort_values(["label", "relpath"]).reset_index(drop=True)
     manifest = manifest.astype({"width": int, "height": int, "bytes": int})
     quarantine_table = pd.concat([q for q in quarantine if len(q)], ignore_index=True) if any(

@@ -1,0 +1,464 @@
+"""The quality stage: fidelity, diversity, memorisation and label consistency of a synthetic set.
+
+    out = quality_stage(config, split_path, synthesis_manifest_path)
+    out.manifest_path    # the synthetic manifest the classifiers should train on (filtered when configured)
+    out.directory        # runs/<domain>/quality/<key>/
+
+Everything is judged against the split's TRAIN side only (the real 20% sample the generator saw); the
+held-out 80% is never decoded (``assert_training_only`` checks every real image's content hash).
+
+The key hashes the split, the synthetic set's content hashes, the metric settings, the reference
+classifier's key and the extractors' availability; the gate and the filters are applied on every call
+from the stored per-image table, so changing a threshold does not recompute anything.
+
+Outputs (the report reads ``quality.json``; tables also as CSV beside the parquet):
+
+``metrics.parquet``, one row per (metric, extractor, class):
+    metric         frechet_distance | kid | precision | recall | ms_ssim
+    label          what to call it in a report, e.g. "Fréchet distance, domain features" (never "FID" for
+                   anything but Inception-v3)
+    extractor      domain | inception | pixels (ms_ssim is computed on pixels)
+    class          a class name or "all" (classes pooled)
+    synthetic      value for the synthetic set: against real half A (ms_ssim: within the synthetic set)
+    synthetic_std  KID only: std over subsets
+    reference      value for real half B against real half A (ms_ssim: within the real sample): what
+                   "good" looks like in this domain
+    reference_std  KID only
+    n_real, n_synthetic, n_reference   images on each side (the synthetic side is subsampled to the size
+                   of half B so both comparisons have the same sample sizes)
+    higher_is_better   bool (ms_ssim: neither; lower = more diverse, compare with the reference)
+
+``per_image.parquet``, one row per synthetic image: path, relpath, label, sha256, pixel_distance,
+pixel_neighbour (relpath of the nearest training image), feature_distance, feature_neighbour,
+memorised (bool), predicted, confidence, agrees (bool), confidently_wrong (bool).
+
+``pairs/pair-NN.png``: the closest (synthetic | training) pairs, side by side, for the report.
+
+``quality.json``::
+
+    {"schema": 1, "domain": str, "key": str,
+     "sizes": {"synthetic": int, "real_train": int, "real_half_a": int, "real_half_b": int},
+     "extractors": {name: {"available": bool, "label": str, "note": str}},
+     "metrics": [rows of metrics.parquet],
+     "memorisation": {"quantile": float, "spaces": {"pixel"|"feature": {"threshold": float,
+                      "calibration_median": float}}, "per_class": {class: {"images", "flagged", "fraction"}},
+                      "flagged_fraction": float, "closest_pairs": [{"rank", "image", "synthetic", "training",
+                      "label", "pixel_distance", "feature_distance"}]},
+     "label_consistency": null | {"class_names", "per_class_agreement", "cas", "overall_agreement",
+                                  "confusion" (rows requested, columns predicted)},
+     "notes": [str]}
+
+``gate.json`` (rewritten on every call): {"action", "passed", "checks": [{"metric", "value", "threshold",
+"op", "passed"}], "messages": [...], "filter": {"drop_memorised", "label_filter_confidence", "dropped",
+"dropped_memorised", "dropped_label", "kept", "manifest"}}.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.config import DomainConfig, hash_payload
+from pipeline.errors import DataError, LeakageError, QualityGateError
+from pipeline.image_tensors import domain_cache_dir, load_image_tensors
+from pipeline.quality.features import DomainExtractor, ExtractorUnavailable, InceptionExtractor, pixel_features
+from pipeline.quality.labels import label_consistency
+from pipeline.quality.memorisation import check_space, flagged_per_class
+from pipeline.quality.metrics import frechet_distance, kernel_distance, ms_ssim_diversity, precision_recall
+from pipeline.split import Split
+from pipeline.store import RunStore, atomic_write_json, atomic_write_table, read_json, read_table
+
+STAGE = "quality"
+SCHEMA = 1
+LABELS = {"kid": "KID (unbiased polynomial-kernel MMD^2)", "precision": "improved precision (k-NN)",
+          "recall": "improved recall (k-NN)", "ms_ssim": "MS-SSIM within class (lower = more diverse)"}
+
+
+@dataclass
+class QualityOutput:
+    key: str
+    directory: Path
+    manifest_path: Path  # what the classifiers train on: the synthesis manifest, or the filtered copy
+    summary: dict[str, Any]
+    gate: dict[str, Any]
+    cached: bool = False
+
+
+def assert_training_only(sha256s: list[str], split: Split) -> None:
+    """Every real image the stage decodes is on the split's TRAIN side; none is held out."""
+    train = set(map(str, split.train["sha256"]))
+    test = set(map(str, split.test["sha256"]))
+    used = set(sha256s)
+    if used & test or not used <= train:
+        raise LeakageError(f"the quality stage was about to read {len(used & test)} held-out image(s); it may "
+                           f"only read the split's training side")
+
+
+def real_halves(train: pd.DataFrame, seed: int) -> np.ndarray:
+    """Half A (True) / half B (False) of the real sample, per class, near-duplicate groups kept whole."""
+    rng = np.random.default_rng(seed)
+    in_a = np.zeros(len(train), dtype=bool)
+    groups = train["dup_group"] if "dup_group" in train else pd.Series([None] * len(train), index=train.index)
+    for label in sorted(train["label"].astype(str).unique()):
+        rows = np.flatnonzero(train["label"].astype(str).to_numpy() == label)
+        units: dict[str, list[int]] = {}
+        for i in rows:
+            g = groups.iloc[i]
+            units.setdefault(str(g) if g is not None and not pd.isna(g) else f"row:{i}", []).append(int(i))
+        names = sorted(units)
+        taken = 0
+        for k in rng.permutation(len(names)):
+            if taken >= len(rows) / 2:
+                break
+            in_a[units[names[k]]] = True
+            taken += len(units[names[k]])
+    return in_a
+
+
+def build_extractors(config: DomainConfig, reference: Any | None) -> tuple[list[Any], dict[str, dict[str, Any]]]:
+    """The configured extractors that can run here, and a note for every configured one."""
+    q = config.quality
+    usable, info = [], {}
+    for name in q.extractors:
+        if name == "domain":
+            if reference is None:
+                info[name] = {"available": False, "label": DomainExtractor.label,
+                              "note": "domain features skipped: no reference classifier (pipeline.quality.reference)"}
+                continue
+            extractor = DomainExtractor(reference.features, "penultimate layer of the reference classifier "
+                                        "trained on the real 20% sample only")
+            usable.append(extractor)
+            info[name] = {"available": True, "label": extractor.label, "note": extractor.description}
+        elif name == "inception":
+            extractor = InceptionExtractor(q.inception_weights, q.inception_download)
+            try:
+                extractor.load()
+            except ExtractorUnavailable as exc:
+                info[name] = {"available": False, "label": extractor.label, "note": str(exc)}
+                continue
+            usable.append(extractor)
+            info[name] = {"available": True, "label": extractor.label, "note": "torchvision ImageNet weights"}
+    return usable, info
+
+
+def fidelity_rows(extractor: Any, real_a: np.ndarray, real_b: np.ndarray, synthetic: np.ndarray,
+                  labels_a: np.ndarray, labels_b: np.ndarray, labels_s: np.ndarray, class_names: list[str],
+                  config: DomainConfig) -> list[dict[str, Any]]:
+    """Fréchet distance, KID, precision and recall: synthetic vs half A, and half B vs half A, per class and all."""
+    q = config.quality
+    rows = []
+    rng = np.random.default_rng(config.seed)
+    for name in [*class_names, "all"]:
+        a = real_a if name == "all" else real_a[labels_a == name]
+        b = real_b if name == "all" else real_b[labels_b == name]
+        s = synthetic if name == "all" else synthetic[labels_s == name]
+        if name == "all":  # same class mix as half B, per class subsampled
+            pick = np.concatenate([rng.permutation(np.flatnonzero(labels_s == c))[:int((labels_b == c).sum())]
+                                   for c in class_names])
+            s = synthetic[np.sort(pick)]
+        else:
+            s = s[np.sort(rng.permutation(len(s))[:len(b)])]
+        base = {"extractor": extractor.name, "class": name, "n_real": len(a), "n_synthetic": len(s),
+                "n_reference": len(b), "synthetic_std": None, "reference_std": None}
+        if min(len(a), len(b), len(s)) < max(2, q.pr_k + 1):
+            continue
+        rows.append({**base, "metric": "frechet_distance", "label": extractor.label, "higher_is_better": False,
+                     "synthetic": frechet_distance(a, s), "reference": frechet_distance(a, b)})
+        kid_s = kernel_distance(a, s, q.kid_subsets, q.kid_subset_size, config.seed)
+        kid_r = kernel_distance(a, b, q.kid_subsets, q.kid_subset_size, config.seed)
+        rows.append({**base, "metric": "kid", "label": f"{LABELS['kid']}, {extractor.name} features",
+                     "higher_is_better": False, "synthetic": kid_s.mean, "synthetic_std": kid_s.std,
+                     "reference": kid_r.mean, "reference_std": kid_r.std})
+        pr_s, pr_r = precision_recall(a, s, q.pr_k), precision_recall(a, b, q.pr_k)
+        for metric in ("precision", "recall"):
+            rows.append({**base, "metric": metric, "label": f"{LABELS[metric]}, k={q.pr_k}, {extractor.name} features",
+                         "higher_is_better": True, "synthetic": getattr(pr_s, metric),
+                         "reference": getattr(pr_r, metric)})
+    return rows
+
+
+def diversity_rows(real: torch.Tensor, synthetic: torch.Tensor, labels_r: np.ndarray, labels_s: np.ndarray,
+                   class_names: list[str], config: DomainConfig) -> list[dict[str, Any]]:
+    rows = []
+    pairs = config.quality.msssim_pairs
+    for name in class_names:
+        r, s = real[torch.from_numpy(labels_r == name)], synthetic[torch.from_numpy(labels_s == name)]
+        if len(r) < 2 or len(s) < 2:
+            continue
+        rows.append({"metric": "ms_ssim", "label": LABELS["ms_ssim"], "extractor": "pixels", "class": name,
+                     "synthetic": ms_ssim_diversity(s, pairs, config.seed),
+                     "reference": ms_ssim_diversity(r, pairs, config.seed), "synthetic_std": None,
+                     "reference_std": None, "n_real": len(r), "n_synthetic": len(s), "n_reference": len(r),
+                     "higher_is_better": None})
+    return rows
+
+
+def _load_reference(config: DomainConfig, split_path: str | os.PathLike[str], progress: bool) -> tuple[Any, str, str]:
+    """The reference classifier (trained on the real 20% sample), its key, and a note."""
+    try:
+        from pipeline.quality.reference import load_reference, reference_stage
+    except ImportError:
+        return None, "none", "no reference classifier in this build (pipeline.quality.reference)"
+    output = reference_stage(config, split_path, progress=progress)
+    return load_reference(output.directory), output.key, f"reference classifier {output.key}"
+
+
+def quality_key(config: DomainConfig, split: Split, synthetic: pd.DataFrame, reference_key: str,
+                extractor_info: dict[str, dict[str, Any]]) -> str:
+    settings = {k: v for k, v in config.to_dict()["quality"].items()
+                if k not in ("gate", "drop_memorised", "label_filter_confidence", "enabled")}
+    return hash_payload({"split_hash": split.split_hash, "synthetic": sorted(zip(synthetic["sha256"].astype(str),
+                                                                                   synthetic["label"].astype(str))),
+                         "quality": settings, "image_size": config.generator.image_size, "mode": config.data.mode,
+                         "seed": config.seed, "reference": reference_key,
+                         "extractors": {k: v["available"] for k, v in extractor_info.items()}, "version": SCHEMA})
+
+
+def quality_stage(config: DomainConfig, split_path: str | os.PathLike[str],
+                  synthesis_manifest_path: str | os.PathLike[str], progress: bool = True,
+                  reference: Any | None = None, extractors: list[Any] | None = None) -> QualityOutput:
+    """Measure the synthetic set against the real training sample; apply filters and the gate.
+
+    ``reference`` (an object with ``predict_proba`` and ``features`` over uint8 image batches) and
+    ``extractors`` are injectable; by default the reference classifier stage is run (cached) and the
+    configured extractors are built.
+    """
+    from pipeline.stages import load_split
+
+    split = load_split(split_path)
+    synthetic = pd.read_parquet(synthesis_manifest_path) if str(synthesis_manifest_path).endswith(".parquet") \
+        else pd.read_csv(synthesis_manifest_path)
+    if synthetic.empty:
+        raise DataError(f"synthetic manifest {synthesis_manifest_path} lists no images")
+    class_names = list(config.data.class_names) or sorted(split.table["label"].astype(str).unique())
+    notes: list[str] = []
+    reference_key = "injected"
+    if reference is None:
+        reference, reference_key, note = _load_reference(config, split_path, progress)
+        notes.append(note)
+    if extractors is None:
+        extractors, extractor_info = build_extractors(config, reference)
+    else:
+        extractor_info = {e.name: {"available": True, "label": e.label, "note": "injected"} for e in extractors}
+    notes += [f"{name}: {info['note']}" for name, info in extractor_info.items() if not info["available"]]
+
+    key = quality_key(config, split, synthetic, reference_key, extractor_info)
+    store = RunStore(config.runs_root, config.name)
+    directory = store.stage_dir(STAGE, key)
+    cached = store.is_complete(STAGE, key)
+    if cached:
+        summary = store.read_summary(STAGE, key)
+    else:
+        started = time.perf_counter()
+        summary = _measure(config, split, synthetic, class_names, reference, extractors, extractor_info, notes,
+                           directory, key, progress)
+        summary["seconds"] = round(time.perf_counter() - started, 2)
+        store.mark_complete(STAGE, key, summary)
+        store.latest_link(STAGE, key)
+    manifest_path, gate = apply_filters_and_gate(config, directory, Path(synthesis_manifest_path))
+    return QualityOutput(key, directory, manifest_path, summary, gate, cached)
+
+
+def _measure(config: DomainConfig, split: Split, synthetic: pd.DataFrame, class_names: list[str], reference: Any,
+             extractors: list[Any], extractor_info: dict[str, dict[str, Any]], notes: list[str], directory: Path,
+             key: str, progress: bool) -> dict[str, Any]:
+    q = config.quality
+    size = config.generator.image_size
+    train = split.train.sort_values(["label", "sha256"]).reset_index(drop=True)
+    train_sha = train["sha256"].astype(str).tolist()
+    assert_training_only(train_sha, split)
+    real = load_image_tensors(train["path"].tolist(), train_sha, config.data.mode, size,
+                              cache_dir=domain_cache_dir(config.runs_root, config.name), progress=progress)
+    fake = load_image_tensors(synthetic["path"].astype(str).tolist(), synthetic["sha256"].astype(str).tolist(),
+                              config.data.mode, size, cache_dir=None, progress=progress)
+    labels_r = train["label"].astype(str).to_numpy()
+    labels_s = synthetic["label"].astype(str).to_numpy()
+    in_a = real_halves(train, config.seed)
+
+    metric_rows: list[dict[str, Any]] = []
+    features: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for extractor in extractors:
+        real_f, fake_f = extractor(real), extractor(fake)
+        features[extractor.name] = (real_f, fake_f)
+        metric_rows += fidelity_rows(extractor, real_f[in_a], real_f[~in_a], fake_f, labels_r[in_a], labels_r[~in_a],
+                                     labels_s, class_names, config)
+    metric_rows += diversity_rows(real, fake, labels_r, labels_s, class_names, config)
+    metrics = pd.DataFrame(metric_rows, columns=["metric", "label", "extractor", "class", "synthetic", "synthetic_std",
+                                                 "reference", "reference_std", "n_real", "n_synthetic", "n_reference",
+                                                 "higher_is_better"])
+    atomic_write_table(directory / "metrics.parquet", metrics)
+
+    # memorisation: pixel space always, feature space with the domain (else the first) extractor
+    groups = [None if g is None or pd.isna(g) else g for g in train.get("dup_group", pd.Series([None] * len(train)))]
+    spaces = {"pixel": check_space(pixel_features(fake), pixel_features(real), "pixel", q.memorisation_quantile, groups)}
+    feature_name = "domain" if "domain" in features else next(iter(features), None)
+    if feature_name is not None:
+        real_f, fake_f = features[feature_name]
+        spaces["feature"] = check_space(fake_f, real_f, "feature", q.memorisation_quantile, groups)
+    memorised = np.zeros(len(synthetic), dtype=bool)
+    for result in spaces.values():
+        memorised |= result.flagged
+    per_image = pd.DataFrame({"path": synthetic["path"].astype(str),
+                              "relpath": synthetic.get("relpath", synthetic["path"]).astype(str),
+                              "label": labels_s, "sha256": synthetic["sha256"].astype(str)})
+    for name, result in spaces.items():
+        per_image[f"{name}_distance"] = result.distances
+        per_image[f"{name}_neighbour"] = train["relpath"].to_numpy()[result.neighbour]
+    if "feature" not in spaces:
+        per_image["feature_distance"], per_image["feature_neighbour"] = np.nan, None
+    per_image["memorised"] = memorised
+
+    consistency = None
+    if reference is not None:
+        probabilities = np.asarray(reference.predict_proba(fake))
+        requested = np.array([class_names.index(v) for v in labels_s])
+        consistency = label_consistency(probabilities, requested, class_names)
+        per_image["predicted"] = [class_names[i] for i in consistency.predicted]
+        per_image["confidence"] = consistency.confidence
+        per_image["agrees"] = consistency.predicted == requested
+    else:
+        per_image["predicted"], per_image["confidence"], per_image["agrees"] = None, np.nan, None
+    atomic_write_table(directory / "per_image.parquet", per_image)
+
+    pairs = save_closest_pairs(directory, fake, real, spaces, per_image, train, q.closest_pairs)
+    flagged = flagged_per_class(labels_s, memorised, class_names)
+    report = {
+        "schema": SCHEMA, "domain": config.name, "key": key,
+        "sizes": {"synthetic": int(len(synthetic)), "real_train": int(len(train)), "real_half_a": int(in_a.sum()),
+                  "real_half_b": int((~in_a).sum())},
+        "extractors": extractor_info,
+        "metrics": metrics.replace({np.nan: None}).to_dict(orient="records"),
+        "memorisation": {"quantile": q.memorisation_quantile,
+                         "spaces": {name: {"threshold": r.threshold, "calibration_median": float(np.median(r.calibration))}
+                                    for name, r in spaces.items()},
+                         "feature_extractor": feature_name, "per_class": flagged,
+                         "flagged_fraction": float(memorised.mean()), "closest_pairs": pairs},
+        "label_consistency": consistency.to_json() if consistency is not None else None,
+        "notes": notes,
+    }
+    atomic_write_json(directory / "quality.json", report)
+    return {"synthetic": int(len(synthetic)), "real_train": int(len(train)),
+            "extractors": {k: v["available"] for k, v in extractor_info.items()},
+            "flagged_fraction": report["memorisation"]["flagged_fraction"],
+            "cas": consistency.cas if consistency is not None else None,
+            "domain_fd": _pick(metrics, "frechet_distance", "domain"), "notes": notes}
+
+
+def _pick(metrics: pd.DataFrame, metric: str, extractor: str, klass: str = "all") -> dict[str, float] | None:
+    row = metrics[(metrics["metric"] == metric) & (metrics["extractor"] == extractor) & (metrics["class"] == klass)]
+    if row.empty:
+        return None
+    return {"synthetic": float(row["synthetic"].iloc[0]), "reference": float(row["reference"].iloc[0])}
+
+
+def save_closest_pairs(directory: Path, fake: torch.Tensor, real: torch.Tensor, spaces: dict[str, Any],
+                       per_image: pd.DataFrame, train: pd.DataFrame, count: int) -> list[dict[str, Any]]:
+    """The ``count`` synthetic images closest to a training image (distance / threshold, either space)."""
+    from pipeline.imageio import save_png
+
+    if count == 0 or len(per_image) == 0:
+        return []
+    ratio = np.min(np.stack([r.distances / max(r.threshold, 1e-12) for r in spaces.values()]), axis=0)
+    pairs = []
+    for rank, i in enumerate(np.argsort(ratio, kind="stable")[:count], start=1):
+        space = min(spaces.values(), key=lambda r: r.distances[i] / max(r.threshold, 1e-12))
+        j = int(space.neighbour[i])
+        gap = torch.full((fake.shape[1], fake.shape[2], 4), 255, dtype=torch.uint8)
+        image = torch.cat([fake[i], gap, real[j]], dim=2).permute(1, 2, 0).numpy()
+        name = f"pairs/pair-{rank:02d}.png"
+        save_png(image[:, :, 0] if image.shape[2] == 1 else image, directory / name)
+        pairs.append({"rank": rank, "image": name, "synthetic": per_image["relpath"].iloc[i],
+                      "training": str(train["relpath"].iloc[j]), "label": per_image["label"].iloc[i],
+                      "space": space.space, "pixel_distance": float(per_image["pixel_distance"].iloc[i]),
+                      "feature_distance": None if pd.isna(per_image["feature_distance"].iloc[i])
+                      else float(per_image["feature_distance"].iloc[i]),
+                      "memorised": bool(per_image["memorised"].iloc[i])})
+    return pairs
+
+
+def gate_checks(config: DomainConfig, report: dict[str, Any], metrics: pd.DataFrame) -> list[dict[str, Any]]:
+    g = config.quality.gate
+    checks = []
+
+    def add(metric: str, value: float | None, threshold: float | None, op: str) -> None:
+        if threshold is None:
+            return
+        if value is None or not np.isfinite(value):
+            checks.append({"metric": metric, "value": None, "threshold": threshold, "op": op, "passed": None})
+            return
+        ok = value >= threshold if op == ">=" else value <= threshold
+        checks.append({"metric": metric, "value": float(value), "threshold": threshold, "op": op, "passed": bool(ok)})
+
+    lc = report.get("label_consistency")
+    add("label agreement (CAS, quality.gate.min_label_agreement)", lc["cas"] if lc else None, g.min_label_agreement, ">=")
+    add("memorised fraction (quality.gate.max_memorised_fraction)", report["memorisation"]["flagged_fraction"],
+        g.max_memorised_fraction, "<=")
+    fd = _pick(metrics, "frechet_distance", "domain")
+    ratio = fd["synthetic"] / fd["reference"] if fd and fd["reference"] > 0 else None
+    add("Fréchet distance, domain features: synthetic / real-vs-real (quality.gate.max_domain_fd_ratio)", ratio,
+        g.max_domain_fd_ratio, "<=")
+    recall = _pick(metrics, "recall", "domain")
+    add("improved recall, domain features (quality.gate.min_domain_recall)", recall["synthetic"] if recall else None,
+        g.min_domain_recall, ">=")
+    return checks
+
+
+def apply_filters_and_gate(config: DomainConfig, directory: Path, synthesis_manifest: Path) -> tuple[Path, dict[str, Any]]:
+    """Write gate.json; return the manifest classifiers should use; raise QualityGateError on a failed stop gate."""
+    q = config.quality
+    report = read_json(directory / "quality.json")
+    per_image = read_table(directory / "per_image.parquet")
+    metrics = read_table(directory / "metrics.parquet")
+    drop_memorised = per_image["memorised"].to_numpy(bool) if q.drop_memorised else np.zeros(len(per_image), bool)
+    drop_label = np.zeros(len(per_image), bool)
+    if q.label_filter_confidence is not None and per_image["predicted"].notna().any():
+        drop_label = ((per_image["predicted"] != per_image["label"]) &
+                      (per_image["confidence"] >= q.label_filter_confidence)).to_numpy(bool)
+    dropped = drop_memorised | drop_label
+    manifest_path = synthesis_manifest
+    if dropped.any():
+        source = pd.read_parquet(synthesis_manifest) if synthesis_manifest.suffix == ".parquet" \
+            else pd.read_csv(synthesis_manifest)
+        keep = ~source["sha256"].astype(str).isin(set(per_image.loc[dropped, "sha256"]))
+        name = hash_payload({"drop_memorised": q.drop_memorised, "label_filter": q.label_filter_confidence})
+        manifest_path = atomic_write_table(directory / f"filtered-{name}.parquet", source[keep].reset_index(drop=True))
+    checks = gate_checks(config, report, metrics)
+    failed = [c for c in checks if c["passed"] is False]
+    messages = [f"quality gate: {c['metric']} = {c['value']:.4g}, required {c['op']} {c['threshold']}" for c in failed]
+    messages += [f"quality gate: {c['metric']} could not be evaluated (not measured in this run)"
+                 for c in checks if c["passed"] is None]
+    gate = {"action": q.gate.action, "passed": not failed, "checks": checks, "messages": messages,
+            "filter": {"drop_memorised": q.drop_memorised, "label_filter_confidence": q.label_filter_confidence,
+                       "dropped": int(dropped.sum()), "dropped_memorised": int(drop_memorised.sum()),
+                       "dropped_label": int(drop_label.sum()), "kept": int((~dropped).sum()),
+                       "manifest": str(manifest_path)}}
+    atomic_write_json(directory / "gate.json", gate)
+    if failed and q.gate.action == "stop":
+        raise QualityGateError("; ".join(messages) + f" (quality.gate.action=stop; results in {directory})")
+    return manifest_path, gate
+
+
+def summary_lines(output: QualityOutput) -> list[str]:
+    """A few lines for ``synth-augment run``."""
+    s, lines = output.summary, []
+    fd = s.get("domain_fd")
+    if fd:
+        lines.append(f"Fréchet distance, domain features: synthetic {fd['synthetic']:.3g} vs real-vs-real "
+                     f"{fd['reference']:.3g}")
+    if s.get("cas") is not None:
+        lines.append(f"label agreement (CAS) {s['cas']:.3f}")
+    lines.append(f"memorised (near-copies of training images) {s['flagged_fraction']:.1%}")
+    filt = output.gate["filter"]
+    if filt["dropped"]:
+        lines.append(f"dropped {filt['dropped']} synthetic images before classifiers "
+                     f"(memorised {filt['dropped_memorised']}, confidently wrong label {filt['dropped_label']})")
+    lines += output.gate["messages"]
+    lines += [n for n in s.get("notes", []) if "skipped" in n]
+    return lines
