@@ -8,13 +8,14 @@ picture hash alike) and images whose hashes differ in at most ``data.near_duplic
 joined into one group (transitively, union-find). ``pipeline.split`` then treats a group like a
 patient: all of it goes to one side.
 
-Threshold (default 12 of 256 bits), measured on the shared benchmark data (``benchmarks/results/
-near_duplicates.md``): a copy rescaled by a random factor in [0.5, 1.5] and re-encoded as JPEG at
-quality 50-95 differs from its original by at most 14 bits (99.7% within 12) on brain-mri and at
-most 8 bits on covid-ct; the nearest *distinct-content* neighbour distances on brain-mri are bimodal
-with a valley at 12-14 bits (the lower mode is the dataset's re-encoded copies), and on covid-ct
-only 2 images have a neighbour within 12 bits. A 64-bit pHash (the default ``hash_size=8``) cannot
-separate copies from ordinary neighbouring slices on brain-mri, hence 256 bits.
+Threshold (default 12 of 256 bits), measured on the shared benchmark data with
+``python -m benchmarks.bench_near_duplicates --calibrate`` (results in benchmarks/results/): 300 copies
+rescaled by a random factor in [0.5, 1.5] and re-encoded as JPEG at quality 50-95 differ from their
+originals by at most 12 bits on brain-mri (99% within 8) and at most 6 bits on covid-ct, while the
+nearest *distinct-content* neighbours on brain-mri are bimodal with a valley at 12-14 bits (the lower
+mode is the dataset's own re-encoded copies: 1,269 images) and on covid-ct only 2 images have a
+neighbour within 12 bits (the next within 16: 20 images). A 64-bit pHash (``hash_size=8``) cannot
+separate copies from ordinary neighbouring slices on brain-mri (1,702 images had a neighbour at 0 bits).
 """
 
 from __future__ import annotations

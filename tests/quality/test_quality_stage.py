@@ -96,7 +96,9 @@ def test_stage_measures_flags_copies_and_never_reads_the_held_out_side(tmp_path:
     assert per_image["memorised"].to_numpy()[~planted].mean() <= 0.1  # fresh samples are (almost) never
     assert report["memorisation"]["closest_pairs"][0]["memorised"]
     assert (out.directory / report["memorisation"]["closest_pairs"][0]["image"]).is_file()
-    assert report["label_consistency"]["cas"] > 0.5
+    consistency = report["label_consistency"]
+    assert sum(map(sum, consistency["confusion"])) == len(manifest) and 0.0 <= consistency["cas"] <= 1.0
+    assert per_image["agrees"].mean() == pytest.approx(consistency["overall_agreement"])
     assert out.manifest_path == manifest_path  # nothing dropped unless asked
     again = quality_stage(config, split_path, manifest_path, progress=False, reference=reference,
                           extractors=[DomainExtractor(reference.features)])
