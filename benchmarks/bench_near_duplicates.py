@@ -128,7 +128,7 @@ def real_arm_accuracy(domain: str, data: str | None, runs_root: str, seed: int |
         fits = table[(table["fold"] != "ensemble")]["fit_key"].tolist()
         probs = np.mean([np.load(Path(runs_root) / domain / "classifier-fits" / k / "test_probs.npy") for k in fits], 0)
         test = canonical_order(split.test.reset_index(drop=True))
-        names = list(config.data.class_names) or sorted(manifest["label"].unique())
+        names = config.data.resolve_class_names(manifest["label"])
         truth = np.array([names.index(v) for v in test["label"]])
         correct = probs.argmax(1) == truth
         out[f"{name}_accuracy"] = round(float(correct.mean()), 4)

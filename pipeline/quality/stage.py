@@ -237,7 +237,7 @@ def quality_stage(config: DomainConfig, split_path: str | os.PathLike[str],
         else pd.read_csv(synthesis_manifest_path)
     if synthetic.empty:
         raise DataError(f"synthetic manifest {synthesis_manifest_path} lists no images")
-    class_names = list(config.data.class_names) or sorted(split.table["label"].astype(str).unique())
+    class_names = config.data.resolve_class_names(split.table["label"])
     notes: list[str] = []
     reference_key = "injected"
     if reference is None:
