@@ -114,8 +114,12 @@ def precision_recall(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.T
 
 def msssim_weights(image_size: int, kernel_size: int = 7) -> tuple[float, ...]:
     """The standard MS-SSIM weights, truncated to the scales an image of this size supports (renormalised)."""
+    def fits(levels: int) -> bool:  # the smallest scale holds a kernel, and MONAI's own size check passes
+        return ((kernel_size - 1) * 2 ** (levels - 1) < image_size
+                and image_size // max(1, (levels - 1)) ** 2 > kernel_size - 1)
+
     levels = len(MSSSIM_WEIGHTS)
-    while levels > 1 and (kernel_size - 1) * 2 ** (levels - 1) >= image_size:
+    while levels > 1 and not fits(levels):
         levels -= 1
     weights = MSSSIM_WEIGHTS[:levels]
     return tuple(w / sum(weights) for w in weights)

@@ -58,6 +58,11 @@ def test_ms_ssim_sees_a_collapsed_set_in_grayscale_and_rgb(channels: int) -> Non
     assert ms_ssim_diversity(diverse, pairs=20) < 0.2
 
 
-def test_ms_ssim_scales_fit_the_image_size() -> None:
-    assert len(msssim_weights(256)) == 5
-    assert len(msssim_weights(64)) == 3 and sum(msssim_weights(64)) == pytest.approx(1.0)
+@pytest.mark.parametrize("size", [16, 32, 56, 64, 128, 256])
+def test_ms_ssim_scales_fit_the_image_size(size: int) -> None:
+    weights = msssim_weights(size)
+    assert sum(weights) == pytest.approx(1.0)
+    assert len(msssim_weights(256)) == 5 and len(msssim_weights(64)) == 4 and len(msssim_weights(16)) == 2
+    images = torch.zeros((2, 1, size, size), dtype=torch.uint8)
+    images[1, :, : size // 2] = 255
+    assert 0.0 <= ms_ssim_diversity(images, pairs=2) <= 1.0  # MONAI accepts the scales at this size
