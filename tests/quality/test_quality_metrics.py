@@ -17,7 +17,10 @@ def gaussian(n: int, d: int = 8, shift: float = 0.0, seed: int = 0) -> np.ndarra
 def test_identical_sets_have_zero_distance_and_full_precision_recall() -> None:
     x = gaussian(200)
     assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
-    assert abs(kernel_distance(x, x, subsets=5, subset_size=100).mean) < 1e-3
+    # KID is unbiased: two independent draws of one distribution give ~0 (the same points on both sides
+    # would not: their self-similarity enters the cross term)
+    same = kernel_distance(gaussian(1000, seed=1), gaussian(1000, seed=2), subsets=10, subset_size=500)
+    assert abs(same.mean) < 0.02 and same.std < 0.02
     pr = precision_recall(x, x, k=3)
     assert pr.precision == 1.0 and pr.recall == 1.0
 
