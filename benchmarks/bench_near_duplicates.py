@@ -104,7 +104,7 @@ def calibrate(manifest, copies: int = 300, seed: int = 0) -> dict[str, object]:
 
 
 def real_arm_accuracy(domain: str, data: str | None, runs_root: str, seed: int | None,
-                      architecture: str) -> dict[str, object]:
+                      architecture: str, splits: tuple[str, ...] = ("old", "new")) -> dict[str, object]:
     """Held-out accuracy of the real arm trained on the old (ungrouped) and the new (grouped) split."""
     from classifiers.cv import canonical_order
     from classifiers.stage import classifiers_stage
@@ -119,6 +119,8 @@ def real_arm_accuracy(domain: str, data: str | None, runs_root: str, seed: int |
     groups = manifest.set_index("sha256")["dup_group"]
     out: dict[str, object] = {"architecture": architecture}
     for name, split in (("old", old), ("new", new)):
+        if name not in splits:
+            continue
         directory = Path(runs_root) / domain / "bench-split" / name
         atomic_write_table(directory / "split.parquet", split.table)
         atomic_write_json(directory / "split.json", split.summary())
@@ -139,6 +141,7 @@ def real_arm_accuracy(domain: str, data: str | None, runs_root: str, seed: int |
             out["old_leaked_images"] = int(leaked.sum())
             out["old_accuracy_leaked"] = round(float(correct[leaked].mean()), 4) if leaked.any() else None
             out["old_accuracy_clean"] = round(float(correct[~leaked].mean()), 4)
+        print(json.dumps(out), flush=True)  # partial results survive an interrupted run
     return out
 
 
@@ -148,7 +151,8 @@ def main() -> None:
     parser.add_argument("--data")
     parser.add_argument("--runs-root", default="runs")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--accuracy", action="store_true", help="also train the real arm on both splits (torch)")
+    parser.add_argument("--accuracy", nargs="*", choices=["old", "new"],
+                        help="also train the real arm on the old and/or new split (torch; default both)")
     parser.add_argument("--architecture", default="resnet18")
     parser.add_argument("--calibrate", action="store_true", help="simulated copies vs distinct neighbours (no torch)")
     args = parser.parse_args()
@@ -156,8 +160,9 @@ def main() -> None:
     if args.calibrate:
         config = load_domain_config(args.domain, "cpu", {"runs_root": args.runs_root})
         result["calibration"] = calibrate(read_table(ingest_stage(config, args.data, progress=False).manifest_path))
-    if args.accuracy:
-        result["real_arm"] = real_arm_accuracy(args.domain, args.data, args.runs_root, args.seed, args.architecture)
+    if args.accuracy is not None:
+        result["real_arm"] = real_arm_accuracy(args.domain, args.data, args.runs_root, args.seed, args.architecture,
+                                               tuple(args.accuracy or ("old", "new")))
     RESULTS.mkdir(parents=True, exist_ok=True)
     target = RESULTS / f"near_duplicates-{args.domain}.json"
     previous = json.loads(target.read_text()) if target.is_file() else {}
