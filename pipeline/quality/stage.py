@@ -45,7 +45,9 @@ memorised (bool), predicted, confidence, agrees (bool), confidently_wrong (bool)
                       "flagged_fraction": float, "closest_pairs": [{"rank", "image", "synthetic", "training",
                       "label", "pixel_distance", "feature_distance"}]},
      "label_consistency": null | {"class_names", "per_class_agreement", "cas", "overall_agreement",
-                                  "confusion" (rows requested, columns predicted)},
+                                  "confusion" (rows requested, columns predicted), "reference_cv_accuracy"
+                                  (the reference's own cross-validated accuracy on real images: the ceiling
+                                  to read the agreement against)},
      "notes": [str]}
 
 ``gate.json`` (rewritten on every call): {"action", "passed", "checks": [{"metric", "value", "threshold",
@@ -201,13 +203,17 @@ def diversity_rows(real: torch.Tensor, synthetic: torch.Tensor, labels_r: np.nda
 
 
 def _load_reference(config: DomainConfig, split_path: str | os.PathLike[str], progress: bool) -> tuple[Any, str, str]:
-    """The reference classifier (trained on the real 20% sample), its key, and a note."""
-    try:
-        from pipeline.quality.reference import load_reference, reference_stage
-    except ImportError:
-        return None, "none", "no reference classifier in this build (pipeline.quality.reference)"
+    """The reference classifier (trained on the real 20% sample, cached in its own stage), its key, and a note."""
+    from pipeline.quality.reference import load_reference, reference_stage
+
     output = reference_stage(config, split_path, progress=progress)
-    return load_reference(output.directory), output.key, f"reference classifier {output.key}"
+    accuracy = output.summary.get("cv_accuracy")
+    reference = load_reference(output.directory)
+    reference.cv_accuracy = accuracy
+    return reference, output.key, (f"reference classifier (domain features, label consistency): "
+                                   f"{output.summary.get('settings', {}).get('architecture', '')} trained on the real "
+                                   f"sample only, cross-validated accuracy on real images "
+                                   f"{accuracy:.3f}" if accuracy is not None else "")
 
 
 def quality_key(config: DomainConfig, split: Split, synthetic: pd.DataFrame, reference_key: str,
@@ -340,7 +346,8 @@ def _measure(config: DomainConfig, split: Split, synthetic: pd.DataFrame, class_
                                     for name, r in spaces.items()},
                          "feature_extractor": feature_name, "per_class": flagged,
                          "flagged_fraction": float(memorised.mean()), "closest_pairs": pairs},
-        "label_consistency": consistency.to_json() if consistency is not None else None,
+        "label_consistency": {**consistency.to_json(), "reference_cv_accuracy": getattr(reference, "cv_accuracy", None)}
+        if consistency is not None else None,
         "notes": notes,
     }
     atomic_write_json(directory / "quality.json", report)
