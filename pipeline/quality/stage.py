@@ -355,6 +355,7 @@ def _measure(config: DomainConfig, split: Split, synthetic: pd.DataFrame, class_
             "extractors": {k: v["available"] for k, v in extractor_info.items()},
             "flagged_fraction": report["memorisation"]["flagged_fraction"],
             "cas": consistency.cas if consistency is not None else None,
+            "reference_cv_accuracy": getattr(reference, "cv_accuracy", None),
             "domain_fd": _pick(metrics, "frechet_distance", "domain"), "notes": notes}
 
 
@@ -460,7 +461,10 @@ def summary_lines(output: QualityOutput) -> list[str]:
         lines.append(f"Fréchet distance, domain features: synthetic {fd['synthetic']:.3g} vs real-vs-real "
                      f"{fd['reference']:.3g}")
     if s.get("cas") is not None:
-        lines.append(f"label agreement (CAS) {s['cas']:.3f}")
+        ceiling = s.get("reference_cv_accuracy")
+        lines.append(f"label agreement (CAS) {s['cas']:.3f}" + (f" (the reference classifier's cross-validated "
+                                                                 f"accuracy on real images: {ceiling:.3f})"
+                                                                 if ceiling is not None else ""))
     lines.append(f"memorised (near-copies of training images) {s['flagged_fraction']:.1%}")
     filt = output.gate["filter"]
     if filt["dropped"]:
