@@ -31,6 +31,7 @@ def measure(arch: str, size: int, channels: int, batch: int, steps: int, threads
     """One (architecture, size) in this process: warm-up step, then ``steps`` timed steps."""
     import torch
     import torch.nn.functional as F
+    from timm.data import resolve_input_data_config
 
     from classifiers import zoo
     from classifiers.data import BatchMaker
@@ -39,7 +40,8 @@ def measure(arch: str, size: int, channels: int, batch: int, steps: int, threads
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = zoo.create(arch, in_chans=channels, num_classes=4)
-    mean, std = zoo.normalisation(model, channels)
+    data_config = resolve_input_data_config(model)
+    mean, std = list(data_config["mean"]), list(data_config["std"])
     batches = BatchMaker(mean, std, ClassifierConfig(), augment=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     images = torch.randint(0, 256, (batch * 4, channels, size, size), dtype=torch.uint8)

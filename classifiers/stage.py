@@ -5,6 +5,7 @@ What the pipeline runner calls::
     out = classifiers_stage(config, split_path, synthetic_manifest_path)
     out.results_path   # results.parquet (results.csv beside it), one row per
                        # (domain, arm, architecture, fold | "ensemble")
+    out.summary["exports"][arm]["path"]   # export/<arm>/: the arm's model for timm.create_model
 
 The stage key hashes the split, the synthetic set's content and the classifier settings; a
 complete key is returned from the store. Fits are stored under their own keys (see
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 
 from classifiers import zoo
 from classifiers.cv import assert_disjoint_from_test
+from classifiers.export import export_arms
 from classifiers.data import (AUGMENTED, NEEDS_SYNTHETIC, arm_manifest, held_out_manifest, load_tensors,
                               read_synthetic_manifest)
 from classifiers.metrics import classification_metrics, ensemble_probabilities
@@ -107,6 +109,7 @@ def classifiers_stage(config: DomainConfig, split_path: str | os.PathLike[str],
     atomic_write_table(results_path, table)
     summary = _summary(table, results, notes, time.perf_counter() - started,
                        {**cc.to_dict(), "folds": config.split.cv_folds})
+    summary["exports"] = export_arms(results, directory / "export")  # timm-loadable, chosen by validation loss
     atomic_write_json(directory / "summary.json", summary)
     store.mark_complete(STAGE, key, summary)
     store.latest_link(STAGE, key)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from timm.data import resolve_input_data_config
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -119,7 +120,8 @@ def run_fit(spec: FitSpec, progress: bool = False) -> FitResult:
                                  config.checkpoints)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    mean, std = zoo.normalisation(model, channels)
+    data_config = resolve_input_data_config(model)  # timm: the weights' mean/std, adapted to the model's channels
+    mean, std = list(data_config["mean"]), list(data_config["std"])
     batches = BatchMaker(mean, std, config, augment=spec.augment)
     trainer = _Trainer(model, batches, config, device, seed)
     history, stopped_reason = trainer.fit(images, labels, train_idx, val_idx, started, progress,

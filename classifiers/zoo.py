@@ -49,7 +49,7 @@ def _tv_alexnet(num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0
     model = torchvision.models.alexnet(weights=None, num_classes=num_classes, dropout=drop_rate)
     if in_chans != 3:
         model.features[0] = nn.Conv2d(in_chans, 64, kernel_size=11, stride=4, padding=2)
-    return model
+    return _timm_attributes(model, in_chans, num_classes, num_features=4096)
 
 
 def _tv_googlenet(num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, **_: Any) -> nn.Module:
@@ -58,6 +58,13 @@ def _tv_googlenet(num_classes: int = 1000, in_chans: int = 3, drop_rate: float =
                                          transform_input=False, init_weights=True, dropout=drop_rate)
     if in_chans != 3:
         model.conv1.conv = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return _timm_attributes(model, in_chans, num_classes, num_features=1024)
+
+
+def _timm_attributes(model: nn.Module, in_chans: int, num_classes: int, num_features: int) -> nn.Module:
+    """The attributes timm reads from its own models (input channels for resolve_input_data_config,
+    classes and features for save_for_hf), set on the torchvision definitions."""
+    model.in_chans, model.num_classes, model.num_features = in_chans, num_classes, num_features
     return model
 
 
@@ -106,18 +113,3 @@ def create(name: str, in_chans: int, num_classes: int, pretrained: bool = False,
         kwargs["pretrained_cfg_overlay"] = {"file": str(checkpoint)}
     return timm.create_model(name, pretrained=pretrained, **kwargs)
 
-
-def normalisation(model: nn.Module, in_chans: int) -> tuple[list[float], list[float]]:
-    """Mean/std the weights expect (their pretrained cfg), reduced to ``in_chans`` channels.
-
-    For one channel the RGB statistics are averaged, matching timm's first-conv adaptation
-    (which sums the RGB kernels), so a grey image looks to the network like a grey RGB image.
-    """
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    mean = list(cfg.get("mean", _IMAGENET["mean"]))
-    std = list(cfg.get("std", _IMAGENET["std"]))
-    if in_chans == len(mean):
-        return mean, std
-    if in_chans == 1:
-        return [sum(mean) / len(mean)], [sum(std) / len(std)]
-    return [sum(mean) / len(mean)] * in_chans, [sum(std) / len(std)] * in_chans

@@ -12,9 +12,9 @@ The classification accuracy score (CAS, Ravuri & Vinyals 2019; Azizi et al. 2023
 guidance) asks the reference for the class of each synthetic image: a class whose synthetic images
 the reference does not recognise carries no usable signal for that class.
 
-Training uses the classifier panel's building blocks (classifiers.weights.build_model, the
-normalisation of classifiers.zoo, classifiers.cv folds on content-hash order) on the split's TRAIN
-side only: ``classifiers.architectures[0]`` at ``classifiers.image_size``, ``synthesis.reference_steps``
+Training uses the classifier panel's building blocks (classifiers.weights.build_model, timm's
+resolve_input_data_config for the normalisation, classifiers.cv folds on content-hash order) on
+the split's TRAIN side only: ``classifiers.architectures[0]`` at ``classifiers.image_size``, ``synthesis.reference_steps``
 AdamW steps per fold (the generator's light flip/affine augmentation), the weights with the
 lowest validation-fold loss kept. It does not reuse the classifier stage's ``real`` arm fits on
 purpose: those evaluate the held-out set inside every fit, and nothing on the selection path may
@@ -104,7 +104,8 @@ def reference_stage(config: DomainConfig, split_path: str | os.PathLike[str], pr
 
 def _fit_fold(config: DomainConfig, settings: dict[str, Any], images: torch.Tensor, labels: torch.Tensor,
               train_idx: torch.Tensor, val_idx: torch.Tensor, num_classes: int, fold: int) -> dict[str, Any]:
-    from classifiers import zoo
+    from timm.data import resolve_input_data_config
+
     from classifiers.weights import build_model
     from pipeline.config import GeneratorConfig
 
@@ -113,7 +114,8 @@ def _fit_fold(config: DomainConfig, settings: dict[str, Any], images: torch.Tens
     generator = torch.Generator().manual_seed(seed)
     model, _ = build_model(settings["architecture"], int(images.shape[1]), num_classes, settings["pretrained"],
                            dict(settings["checkpoints"]))
-    mean, std = zoo.normalisation(model, int(images.shape[1]))
+    data_config = resolve_input_data_config(model)  # the weights' mean/std, adapted to the model's channels
+    mean, std = list(data_config["mean"]), list(data_config["std"])
     aug = settings["augment"]
     light = GeneratorConfig(augment_flip=aug["flip"], augment_affine=True, affine_degrees=aug["degrees"],
                             affine_scale=aug["scale"], affine_shift=aug["shift"])

@@ -1,0 +1,84 @@
+"""Each arm's chosen classifier as a timm model folder: ``model.safetensors`` + ``config.json``.
+
+    export_arms(results, out_dir) -> {arm: folder}      out_dir/<arm>/{model.safetensors, config.json}
+
+Which model: per arm, the one (architecture, fold) fit with the LOWEST VALIDATION LOSS (its
+best-epoch loss on its own CV validation fold). Held-out numbers are never used to choose: they
+stay an unbiased estimate of the exported model. (The fold ensemble is what the results table
+scores; a single fold model is what a user can load with timm.)
+
+The folder is timm's own ``save_for_hf`` format, so either of these loads it::
+
+    model = timm.create_model("local-dir:<folder>", pretrained=True)
+    model = timm.create_model(arch, pretrained=True, num_classes=N, in_chans=C,
+                              pretrained_cfg_overlay=dict(file="<folder>/model.safetensors", num_classes=N))
+
+``config.json`` carries the architecture, ``label_names`` (the class names, in output order) and
+a ``pretrained_cfg`` with ``input_size`` (C, S, S), ``num_classes`` and the ``mean``/``std`` the
+model was trained with, so ``timm.data.resolve_data_config(model=model)`` gives its
+preprocessing; ``synth_augment`` says where the model came from. AlexNet and GoogLeNet need
+``import classifiers`` first (it registers them into timm).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.models import save_for_hf
+
+from classifiers import zoo
+from classifiers.train import FitResult
+
+SELECTION = "lowest validation loss among the arm's (architecture, fold) fits; held-out results not used"
+
+
+def select_per_arm(results: list[FitResult]) -> dict[str, FitResult]:
+    """arm -> the fit with the lowest validation loss (NaN counts as worst; ties keep the first)."""
+    best: dict[str, FitResult] = {}
+    for result in results:
+        arm = result.metrics["arm"]
+        if arm not in best or _val_loss(result) < _val_loss(best[arm]):
+            best[arm] = result
+    return best
+
+
+def _val_loss(result: FitResult) -> float:
+    value = result.metrics.get("val_loss")
+    return math.inf if value is None or math.isnan(float(value)) else float(value)
+
+
+def export_fit(result: FitResult, folder: Path) -> Path:
+    """Write one fit's best-epoch weights and timm config into ``folder`` (replaced atomically)."""
+    saved = torch.load(result.directory / "model.pt", map_location="cpu", weights_only=True)
+    channels, size = int(saved["in_chans"]), int(saved["image_size"])
+    model = zoo.create(saved["architecture"], in_chans=channels, num_classes=len(saved["class_names"]))
+    model.load_state_dict(saved["state_dict"])
+    m = result.metrics
+    provenance = {"arm": m["arm"], "architecture": m["architecture"], "fold": m["fold"], "fit_key": result.key,
+                  "val_loss": m["val_loss"], "val_accuracy": m["val_accuracy"], "best_epoch": m["best_epoch"],
+                  "pretrained_source": m["pretrained_source"], "selected_by": SELECTION}
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_for_hf(model, str(tmp), safe_serialization=True,
+                model_config={"label_names": list(saved["class_names"]), "synth_augment": provenance},
+                data_config={"input_size": (channels, size, size), "mean": tuple(saved["mean"]),
+                             "std": tuple(saved["std"]), "crop_pct": 1.0})
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+    return folder
+
+
+def export_arms(results: list[FitResult], out_dir: Path) -> dict[str, Any]:
+    """Export every arm's selected fit under ``out_dir/<arm>``; returns {arm: {path, architecture, fold, ...}}."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exported = {}
+    for arm, result in sorted(select_per_arm(results).items()):
+        folder = export_fit(result, out_dir / arm)
+        exported[arm] = {"path": str(folder), "architecture": result.metrics["architecture"],
+                         "fold": result.metrics["fold"], "val_loss": result.metrics["val_loss"],
+                         "fit_key": result.key}
+    return exported
