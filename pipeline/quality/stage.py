@@ -24,8 +24,8 @@ Outputs (the report reads ``quality.json``; tables also as CSV beside the parque
     reference      value for real half B against real half A (ms_ssim: within the real sample): what
                    "good" looks like in this domain
     reference_std  KID only
-    n_real, n_synthetic, n_reference   images on each side (the synthetic side is subsampled to the size
-                   of half B so both comparisons have the same sample sizes)
+    n_real, n_synthetic, n_reference   images on each side (the synthetic side and half B are subsampled,
+                   per class, to the smaller of the two, so both comparisons have the same sample sizes)
     higher_is_better   bool (ms_ssim: neither; lower = more diverse, compare with the reference)
 
 ``per_image.parquet``, one row per synthetic image: path, relpath, label, sha256, pixel_distance,
@@ -159,14 +159,16 @@ def fidelity_rows(extractor: Any, real_a: np.ndarray, real_b: np.ndarray, synthe
     rng = np.random.default_rng(config.seed)
     for name in [*class_names, "all"]:
         a = real_a if name == "all" else real_a[labels_a == name]
-        b = real_b if name == "all" else real_b[labels_b == name]
-        s = synthetic if name == "all" else synthetic[labels_s == name]
-        if name == "all":  # same class mix as half B, per class subsampled
-            pick = np.concatenate([rng.permutation(np.flatnonzero(labels_s == c))[:int((labels_b == c).sum())]
-                                   for c in class_names])
-            s = synthetic[np.sort(pick)]
-        else:
-            s = s[np.sort(rng.permutation(len(s))[:len(b)])]
+        # the synthetic side and half B get the same size per class (the smaller of the two), so the
+        # synthetic value and its real-vs-real reference share the sample-size bias of FD, KID and P/R
+        classes = class_names if name == "all" else [name]
+        pick_s, pick_b = [], []
+        for c in classes:
+            rows_s, rows_b = np.flatnonzero(labels_s == c), np.flatnonzero(labels_b == c)
+            n = min(len(rows_s), len(rows_b))
+            pick_s.append(rng.permutation(rows_s)[:n])
+            pick_b.append(rng.permutation(rows_b)[:n])
+        s, b = synthetic[np.sort(np.concatenate(pick_s))], real_b[np.sort(np.concatenate(pick_b))]
         base = {"extractor": extractor.name, "class": name, "n_real": len(a), "n_synthetic": len(s),
                 "n_reference": len(b), "synthetic_std": None, "reference_std": None}
         if min(len(a), len(b), len(s)) < max(2, q.pr_k + 1):
