@@ -34,6 +34,7 @@ from classifiers.metrics import classification_metrics, ensemble_probabilities
 from classifiers.train import FitResult, FitSpec, run_fit
 from pipeline.config import DomainConfig, hash_payload
 from pipeline.image_tensors import domain_cache_dir
+from pipeline.split import Split
 from pipeline.stages import load_split
 from pipeline.store import RunStore, atomic_write_json, atomic_write_table, manifest_hash
 
@@ -50,10 +51,40 @@ class ClassifierOutput:
     cached: bool = False
 
 
+@dataclass
+class StageInputs:
+    """What the stage reads: the split, its class order, the synthetic set (if any) and the stage key."""
+
+    split: Split
+    class_names: list[str]
+    synthetic: pd.DataFrame | None
+    key: str
+
+
 def classifiers_stage(config: DomainConfig, split_path: str | os.PathLike[str],
                       synthetic_manifest_path: str | os.PathLike[str] | None,
                       progress: bool = True) -> ClassifierOutput:
-    """Train and evaluate the panel on every configured arm; reuse stored fits and results."""
+    """Train and evaluate the panel on every configured arm; reuse stored fits and results.
+
+    The steps a scheduler runs separately (the Prefect flow fans the fits out): ``read_inputs``,
+    ``plan_fits``, ``run_fit`` per spec, ``finish_stage``.
+    """
+    inputs = read_inputs(config, split_path, synthetic_manifest_path)
+    store = RunStore(config.runs_root, config.name)
+    directory = store.stage_dir(STAGE, inputs.key)
+    if store.is_complete(STAGE, inputs.key):
+        return ClassifierOutput(inputs.key, directory, directory / "results.parquet",
+                                store.read_summary(STAGE, inputs.key), cached=True)
+    started = time.perf_counter()
+    specs, test, notes = plan_fits(config, inputs, directory, progress)
+    results = [run_fit(spec, progress=progress)
+               for spec in tqdm(specs, desc=f"{config.name} classifier fits", unit="fit", disable=not progress)]
+    return finish_stage(config, inputs, directory, results, test, notes, time.perf_counter() - started)
+
+
+def read_inputs(config: DomainConfig, split_path: str | os.PathLike[str],
+                synthetic_manifest_path: str | os.PathLike[str] | None) -> StageInputs:
+    """Check the panel, read the split and the synthetic manifest, and hash them into the stage key."""
     cc = config.classifiers
     zoo.check_architectures(cc.architectures)
     for name in cc.architectures:  # before any training: a size error after an hour helps nobody
@@ -63,57 +94,58 @@ def classifiers_stage(config: DomainConfig, split_path: str | os.PathLike[str],
     synthetic = (read_synthetic_manifest(synthetic_manifest_path, class_names)
                  if synthetic_manifest_path is not None else None)
     synthetic_hash = manifest_hash(synthetic) if synthetic is not None else None
-
     key = hash_payload({"split_hash": split.split_hash, "synthetic": synthetic_hash, "classifiers": cc.to_dict(),
                         "folds": config.split.cv_folds,
                         "seed": config.seed, "mode": config.data.mode, "class_names": class_names, "version": 1})
-    store = RunStore(config.runs_root, config.name)
-    directory = store.stage_dir(STAGE, key)
-    results_path = directory / "results.parquet"
-    if store.is_complete(STAGE, key):
-        return ClassifierOutput(key, directory, results_path, store.read_summary(STAGE, key), cached=True)
+    return StageInputs(split, class_names, synthetic, key)
 
-    started = time.perf_counter()
+
+def plan_fits(config: DomainConfig, inputs: StageInputs, directory: Path, progress: bool
+              ) -> tuple[list[FitSpec], pd.DataFrame, list[str]]:
+    """Write the held-out and arm manifests (decoding each once) and one FitSpec per fit."""
+    cc = config.classifiers
     cache_dir = domain_cache_dir(config.runs_root, config.name)
-    test = held_out_manifest(split)
+    test = held_out_manifest(inputs.split)
     test_path = directory / "test_manifest.parquet"
     atomic_write_table(test_path, test, csv_copy=False)
-    load_tensors(test, class_names, config.data.mode, cc.image_size, cache_dir, progress)  # decode once
+    load_tensors(test, inputs.class_names, config.data.mode, cc.image_size, cache_dir, progress)  # decode once
     notes: list[str] = []
     specs: list[FitSpec] = []
     for arm in cc.arms:
-        if arm in NEEDS_SYNTHETIC and synthetic is None:
+        if arm in NEEDS_SYNTHETIC and inputs.synthetic is None:
             notes.append(f"arm {arm!r} skipped: no synthetic manifest was given")
             continue
-        table = arm_manifest(arm, split, synthetic)
+        table = arm_manifest(arm, inputs.split, inputs.synthetic)
         assert_disjoint_from_test(table, test, arm)
         arm_path = directory / "arms" / f"{arm}.parquet"
         atomic_write_table(arm_path, table, csv_copy=False)
-        load_tensors(table, class_names, config.data.mode, cc.image_size, cache_dir, progress)
+        load_tensors(table, inputs.class_names, config.data.mode, cc.image_size, cache_dir, progress)
         for architecture in cc.architectures:
             for fold in range(config.split.cv_folds):
                 specs.append(FitSpec(
                     domain=config.name, arm=arm, architecture=architecture, fold=fold,
                     arm_manifest_path=str(arm_path), arm_hash=manifest_hash(table),
                     test_manifest_path=str(test_path), test_hash=manifest_hash(test),
-                    class_names=tuple(class_names), mode=config.data.mode, seed=config.seed,
+                    class_names=tuple(inputs.class_names), mode=config.data.mode, seed=config.seed,
                     config=cc.to_dict(), folds=config.split.cv_folds, augment=arm in AUGMENTED,
                     runs_root=str(config.runs_root),
                     cache_dir=str(cache_dir)))
+    return specs, test, notes
 
-    results: list[FitResult] = []
-    for spec in tqdm(specs, desc=f"{config.name} classifier fits", unit="fit", disable=not progress):
-        results.append(run_fit(spec, progress=progress))
 
-    table = results_table(results, test, class_names)
+def finish_stage(config: DomainConfig, inputs: StageInputs, directory: Path, results: list[FitResult],
+                 test: pd.DataFrame, notes: list[str], seconds: float) -> ClassifierOutput:
+    """One results table from the fits (fold rows + ensembles), stored, summarised, marked complete."""
+    store = RunStore(config.runs_root, config.name)
+    results_path = directory / "results.parquet"
+    table = results_table(results, test, inputs.class_names)
     atomic_write_table(results_path, table)
-    summary = _summary(table, results, notes, time.perf_counter() - started,
-                       {**cc.to_dict(), "folds": config.split.cv_folds})
+    summary = _summary(table, results, notes, seconds, {**config.classifiers.to_dict(), "folds": config.split.cv_folds})
     summary["exports"] = export_arms(results, directory / "export")  # timm-loadable, chosen by validation loss
     atomic_write_json(directory / "summary.json", summary)
-    store.mark_complete(STAGE, key, summary)
-    store.latest_link(STAGE, key)
-    return ClassifierOutput(key, directory, results_path, summary)
+    store.mark_complete(STAGE, inputs.key, summary)
+    store.latest_link(STAGE, inputs.key)
+    return ClassifierOutput(inputs.key, directory, results_path, summary)
 
 
 def results_table(results: list[FitResult], test: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:

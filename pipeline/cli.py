@@ -28,8 +28,6 @@ from pipeline.config import (PROFILES, DomainConfig, available_budgets, availabl
 from pipeline.errors import SynthAugmentError
 from pipeline.run import ALL_STAGES
 
-DEMO_DATA_DIRNAME = "demo-data"
-
 
 @dataclass(frozen=True)
 class Parents:
@@ -122,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
 def config_from_args(args: argparse.Namespace, domain: str | None = None) -> DomainConfig:
     """The resolved config for a command: ``--domain`` (or ``domain``), ``--profile``, ``--budget``, then
     ``--set``, ``--runs-root`` and ``--seed`` as the last layer."""
+    return load_domain_config(domain or args.domain, args.profile, overrides_from_args(args), budget=args.budget)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``--set``, ``--runs-root`` and ``--seed`` as one overrides mapping."""
     overrides: dict[str, Any] = {}
     for text in args.overrides:
         overrides = deep_merge(overrides, parse_override(text))
@@ -129,7 +132,7 @@ def config_from_args(args: argparse.Namespace, domain: str | None = None) -> Dom
         overrides["runs_root"] = args.runs_root
     if args.seed is not None:
         overrides["seed"] = args.seed
-    return load_domain_config(domain or args.domain, args.profile, overrides, budget=args.budget)
+    return overrides
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -141,12 +144,18 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pipeline.demo_data import PhantomSpec, make_demo_dataset
+    """The Prefect flow, in-process (a temporary local API: no server needed)."""
+    from flows.synth_augment import synth_augment
+    from pipeline.demo_data import PhantomSpec, demo_dataset
 
-    config = config_from_args(args, "demo" if args.mode == "L" else "demo-rgb")
-    data_dir = Path(config.runs_root) / DEMO_DATA_DIRNAME / f"{args.mode}-{args.size}px-{args.per_class}"
-    make_demo_dataset(data_dir, PhantomSpec(args.per_class, args.size, args.mode, config.seed), progress=not args.quiet)
-    return _run(config, str(data_dir), args.quiet, args.until)
+    domain = "demo" if args.mode == "L" else "demo-rgb"
+    config = config_from_args(args, domain)
+    data_dir = demo_dataset(config.runs_root, PhantomSpec(args.per_class, args.size, args.mode, config.seed),
+                            progress=not args.quiet)
+    result = synth_augment(domain=domain, data=str(data_dir), profile=args.profile, budget=args.budget,
+                           overrides=overrides_from_args(args), until=args.until, progress=not args.quiet)
+    _print_run(result["stages"], result["run_dir"])
+    return 0
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -172,10 +181,14 @@ def _run(config: DomainConfig, data: str | None, quiet: bool, until: str) -> int
     from pipeline.run import run_domain
 
     record = run_domain(config, data, progress=not quiet, until=until)
-    for name, info in record.stages.items():
+    _print_run(record.stages, record.run_dir)
+    return 0
+
+
+def _print_run(stages: dict[str, Any], run_dir: Any) -> None:
+    for name, info in stages.items():
         state = "reused" if info.get("cached") else "done"
         print(f"[{name}] {state} in {info['seconds']:.1f}s  key={info.get('key', '-')}")
-    stages = record.stages
     _print_summary(stages["ingest"]["summary"], stages["ingest"]["quarantine"])
     _print_counts(stages["split"]["summary"], stages["split"]["split"])
     if "generator" in stages:
@@ -188,8 +201,7 @@ def _run(config: DomainConfig, data: str | None, quiet: bool, until: str) -> int
         print(f"quality report: {stages['quality']['report']}")
     if "classifiers" in stages:
         _print_classifiers(stages["classifiers"])
-    print(f"run record and resolved config: {record.run_dir}")
-    return 0
+    print(f"run record and resolved config: {run_dir}")
 
 
 def _print_classifiers(info: dict[str, Any]) -> None:

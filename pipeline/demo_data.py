@@ -111,3 +111,12 @@ def make_demo_dataset(out_dir: str | Path, spec: PhantomSpec = PhantomSpec(), pr
         pixels = colourise(gray, rng) if spec.mode == "RGB" else gray
         save_png(np.round(pixels * 255).astype(np.uint8), target)
     return out_dir
+
+
+DEMO_DATA_DIRNAME = "demo-data"
+
+
+def demo_dataset(runs_root: str | Path, spec: PhantomSpec = PhantomSpec(), progress: bool = True) -> Path:
+    """The demo's phantom set under ``<runs_root>/demo-data/<mode>-<size>px-<per_class>`` (made once)."""
+    out = Path(runs_root) / DEMO_DATA_DIRNAME / f"{spec.mode}-{spec.size}px-{spec.per_class}"
+    return make_demo_dataset(out, spec, progress=progress)

@@ -13,7 +13,7 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,8 +25,6 @@ import yaml
 from pipeline.config import DomainConfig
 from pipeline.stages import ingest_stage, split_stage
 from pipeline.store import atomic_write_json, atomic_write_text
-
-ALL_STAGES: tuple[str, ...] = ("ingest", "split", "generator", "synthesis", "quality", "classifiers")
 
 
 @dataclass
@@ -80,63 +78,153 @@ def _timed() -> Iterator[list[float]]:
     box[0] = time.perf_counter() - box[0]
 
 
-def run_domain(config: DomainConfig, data_path: str | os.PathLike[str] | None = None, progress: bool = True,
-               until: str = "classifiers") -> RunRecord:
-    """Run the stages in order up to and including ``until``; returns the run record."""
-    if until not in ALL_STAGES:
-        raise ValueError(f"until must be one of {', '.join(ALL_STAGES)}, got {until!r}")
-    stop = ALL_STAGES.index(until)
-    record = start_run(config)
-    record.meta["device"] = device_description()
+# ----------------------------------------------------------------------------------------------
+# The stage sequence: one definition for `synth-augment run` (run_domain) and the Prefect flow
+# (flows/synth_augment.py turns every entry into a task). Adding a stage is one Stage(...) line here.
 
-    with _timed() as elapsed:
-        ingest = ingest_stage(config, data_path, progress=progress)
-    record.add("ingest", elapsed[0], key=ingest.key, cached=ingest.cached, manifest=ingest.manifest_path,
-               quarantine=ingest.quarantine_path, summary=ingest.summary)
 
-    with _timed() as elapsed:
-        split = split_stage(config, ingest.manifest_path)
-    record.add("split", elapsed[0], key=split.key, cached=split.cached, split=split.split_path,
-               split_hash=split.split_hash, summary=split.summary)
-    if stop <= ALL_STAGES.index("split"):
-        return record
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage as both front doors see it.
 
-    from pipeline.generator.stage import synthesis_stage, train_generator_stage
+    ``run(config, done, progress)`` calls the stage function; ``done`` maps earlier stage names (and
+    ``"data"``, the dataset path) to their outputs. ``info(output)`` is what run.json records.
+    ``cache_key(config, done)``, when given, is the stage's run-store key computed *without* running
+    it: the flow uses it (with the config sections in ``reads``) as the Prefect cache key.
+    ``retries`` > 0 only for idempotent stages (a retry recomputes nothing that is stored). ``tags``
+    (``gpu``) let a tag concurrency limit cap heavy tasks. ``fan_out`` marks a stage the flow splits
+    into independent tasks (classifiers: plan, one task per fit, assemble); ``when(config)`` False
+    skips the stage (quality when ``quality.enabled`` is off).
+    """
 
-    with _timed() as elapsed:
-        generator = train_generator_stage(config, split.split_path, progress=progress)
-    record.add("generator", elapsed[0], key=generator.key, cached=generator.cached,
-               pipeline=generator.pipeline_path, pipeline_hash=generator.pipeline_hash,
-               summary=generator.summary)
-    if stop <= ALL_STAGES.index("generator"):
-        return record
+    name: str
+    run: Callable[[DomainConfig, dict[str, Any], bool], Any]
+    info: Callable[[Any], dict[str, Any]]
+    cache_key: Callable[[DomainConfig, dict[str, Any]], str] | None = None
+    reads: tuple[str, ...] = ()  # config sections the stage's output depends on (empty: all of them)
+    retries: int = 0
+    tags: tuple[str, ...] = ()
+    fan_out: bool = False
+    when: Callable[[DomainConfig], bool] = lambda config: True  # False: the stage is skipped for this config
 
-    with _timed() as elapsed:
-        synthesis = synthesis_stage(config, generator, progress=progress)
-    record.add("synthesis", elapsed[0], key=synthesis.key, cached=synthesis.cached,
-               manifest=synthesis.manifest_path, summary=synthesis.summary)
-    if stop <= ALL_STAGES.index("synthesis"):
-        return record
 
-    synthetic_manifest = synthesis.manifest_path
-    if config.quality.enabled:
-        from pipeline.quality.stage import quality_stage, summary_lines
+def _ingest(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
+    return ingest_stage(config, done.get("data"), progress=progress)
 
-        with _timed() as elapsed:  # raises QualityGateError (after saving its results) when a stop gate fails
-            quality = quality_stage(config, split.split_path, synthesis.manifest_path, progress=progress)
-        record.add("quality", elapsed[0], key=quality.key, cached=quality.cached, report=quality.directory / "quality.json",
-                   manifest=quality.manifest_path, summary=quality.summary, gate=quality.gate,
-                   lines=summary_lines(quality))
-        synthetic_manifest = quality.manifest_path
-    if stop <= ALL_STAGES.index("quality"):
-        return record
 
+def _ingest_info(out: Any) -> dict[str, Any]:
+    return dict(key=out.key, cached=out.cached, manifest=out.manifest_path, quarantine=out.quarantine_path,
+                summary=out.summary)
+
+
+def _split(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
+    return split_stage(config, done["ingest"].manifest_path)
+
+
+def _split_info(out: Any) -> dict[str, Any]:
+    return dict(key=out.key, cached=out.cached, split=out.split_path, split_hash=out.split_hash, summary=out.summary)
+
+
+def _generator(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
+    from pipeline.generator.stage import train_generator_stage
+
+    return train_generator_stage(config, done["split"].split_path, progress=progress)
+
+
+def _generator_key(config: DomainConfig, done: dict[str, Any]) -> str:
+    from pipeline.generator.stage import generator_key
+    from pipeline.stages import load_split
+
+    split = done["split"]
+    labels = load_split(split.split_path).table["label"]
+    return generator_key(config, split.split_hash, config.data.resolve_class_names(labels))
+
+
+def _generator_info(out: Any) -> dict[str, Any]:
+    return dict(key=out.key, cached=out.cached, pipeline=out.pipeline_path, pipeline_hash=out.pipeline_hash,
+                summary=out.summary)
+
+
+def _synthesis(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
+    from pipeline.generator.stage import synthesis_stage
+
+    return synthesis_stage(config, done["generator"], progress=progress)
+
+
+def _synthesis_key(config: DomainConfig, done: dict[str, Any]) -> str:
+    from pipeline.generator.stage import synthesis_key
+
+    return synthesis_key(config, done["generator"].pipeline_hash)
+
+
+def _synthesis_info(out: Any) -> dict[str, Any]:
+    return dict(key=out.key, cached=out.cached, manifest=out.manifest_path, summary=out.summary)
+
+
+def _quality(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
+    from pipeline.quality.stage import quality_stage
+
+    # raises QualityGateError (after saving its results) when a stop gate fails
+    return quality_stage(config, done["split"].split_path, done["synthesis"].manifest_path, progress=progress)
+
+
+def _quality_info(out: Any) -> dict[str, Any]:
+    from pipeline.quality.stage import summary_lines
+
+    return dict(key=out.key, cached=out.cached, report=out.directory / "quality.json", manifest=out.manifest_path,
+                summary=out.summary, gate=out.gate, lines=summary_lines(out))
+
+
+def synthetic_manifest(done: dict[str, Any]) -> str | None:
+    """The synthetic set the classifiers train on: the quality stage's selection when it ran, else the
+    synthesis stage's set (None when the run has neither)."""
+    chosen = done.get("quality") or done.get("synthesis")
+    return None if chosen is None else str(chosen.manifest_path)
+
+
+def _classifiers(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
     from classifiers.stage import classifiers_stage
 
-    with _timed() as elapsed:
-        classifiers = classifiers_stage(config, split.split_path, str(synthetic_manifest), progress=progress)
-    record.add("classifiers", elapsed[0], key=classifiers.key, cached=classifiers.cached,
-               results=classifiers.results_path, summary=classifiers.summary)
+    return classifiers_stage(config, done["split"].split_path, synthetic_manifest(done), progress=progress)
+
+
+def _classifiers_info(out: Any) -> dict[str, Any]:
+    return dict(key=out.key, cached=out.cached, results=out.results_path, summary=out.summary)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("ingest", _ingest, _ingest_info),
+    Stage("split", _split, _split_info),
+    Stage("generator", _generator, _generator_info, cache_key=_generator_key, tags=("gpu",),
+          reads=("seed", "data", "split", "generator")),
+    Stage("synthesis", _synthesis, _synthesis_info, cache_key=_synthesis_key, retries=2, tags=("gpu",),
+          reads=("seed", "data", "split", "generator", "synthesis")),
+    Stage("quality", _quality, _quality_info, tags=("gpu",), when=lambda config: config.quality.enabled),
+    Stage("classifiers", _classifiers, _classifiers_info, tags=("gpu",), fan_out=True),
+)
+ALL_STAGES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
+
+
+def stages_until(until: str) -> tuple[Stage, ...]:
+    """The stages in order up to and including ``until``."""
+    if until not in ALL_STAGES:
+        raise ValueError(f"until must be one of {', '.join(ALL_STAGES)}, got {until!r}")
+    return STAGES[:ALL_STAGES.index(until) + 1]
+
+
+def run_domain(config: DomainConfig, data_path: str | os.PathLike[str] | None = None, progress: bool = True,
+               until: str = ALL_STAGES[-1]) -> RunRecord:
+    """Run the stages in order up to and including ``until``; returns the run record."""
+    stages = stages_until(until)
+    record = start_run(config)
+    record.meta["device"] = device_description()
+    done: dict[str, Any] = {"data": data_path}
+    for stage in stages:
+        if not stage.when(config):
+            continue
+        with _timed() as elapsed:
+            done[stage.name] = stage.run(config, done, progress)
+        record.add(stage.name, elapsed[0], **stage.info(done[stage.name]))
     return record
 
 
