@@ -168,10 +168,23 @@ class GeneratorConfig(Section):
     warmup_steps: int = Field(100, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, ge=0)  # max global gradient norm; 0 = no clipping
-    ema_decay: float = Field(0.999, ge=0, lt=1)  # upper bound; EMA warm-up ramps towards it so short runs average
+    # EMA of the weights (what sampling uses). The decay at step t is min(ema_decay, 1 - (1 + t) ** -ema_power):
+    # with ema_power 1 the EMA is the plain running mean of all weights until step 1 / (1 - ema_decay) - 1,
+    # then an exponential average with time constant 1 / (1 - ema_decay) steps, so the configured decay is
+    # reached (0.99 at step 99, 0.995 at step 199, 0.9999 at step 9999). diffusers' default power 2/3 reaches
+    # 0.995 only at step ~2800 and 0.999 at ~31600: shorter runs silently use a much smaller decay.
+    # The generator summary records the decay actually reached at the last step (ema_decay_reached).
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    ema_power: float = Field(1.0, gt=0, le=1)
     num_train_timesteps: int = Field(1000, ge=2)
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    # v_prediction: x0 = alpha * x_t - sigma * v stays bounded at high noise, where epsilon prediction's
+    # x0 = (x_t - sigma * eps) / alpha multiplies the model's error by sigma / alpha (measured on brain-mri:
+    # intensity gap 0.197 with epsilon, 0.010 with v + Min-SNR; benchmarks/results/ablation/)
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    # Min-SNR-gamma loss weighting (Hang et al. 2023): per-timestep weight min(SNR, gamma) / SNR (epsilon) or
+    # min(SNR, gamma) / (SNR + 1) (v); 0 = off (plain MSE)
+    snr_gamma: float = Field(5.0, ge=0)
     class_dropout: float = Field(0.1, ge=0, lt=1)  # label dropout for classifier-free guidance
     augment_flip: bool = False  # horizontal flips: only where anatomy allows it
     augment_affine: bool = True  # small rotation/scale/shift
@@ -201,16 +214,85 @@ class GeneratorConfig(Section):
                                f"a list of {levels} booleans (one per level of block_out_channels)")
         return self
 
+    def ema_decay_at(self, step: int) -> float:
+        """The EMA decay used at optimizer step ``step`` (1-based), as diffusers' EMAModel computes it."""
+        return min(self.ema_decay, max(0.0, 1.0 - (1.0 + max(step - 1, 0)) ** -self.ema_power))
+
+
+# Generator settings added after stores already held trained generators, with the value that reproduces
+# the behaviour from before the setting existed: at that value the setting is left out of cache keys and
+# checkpoint comparisons, so a generator trained before the setting existed is still found and resumed.
+GENERATOR_LEGACY_VALUES: dict[str, Any] = {"ema_power": 2.0 / 3.0, "snr_gamma": 0.0}
+X0Clip = Literal["off", "clip", "dynamic"]
+X0_CLIPS: tuple[str, ...] = typing.get_args(X0Clip)
+SynthesisMode = Literal["noise", "real-seeded"]
+SYNTHESIS_MODES: tuple[str, ...] = typing.get_args(SynthesisMode)
+SAMPLER_SETTINGS: tuple[str, ...] = ("sampler", "steps", "guidance_scale", "x0_clip", "dynamic_threshold_ratio",
+                                     "dynamic_threshold_max", "timestep_spacing", "solver_order",
+                                     "lambda_min_clipped", "ddim_eta")
+
 
 class SynthesisConfig(Section):
-    """How the balanced synthetic set is sampled from the trained generator."""
+    """How the balanced synthetic set is sampled from the trained generator.
+
+    The sampler settings below are the one source for ``synthesis``, ``generator sample`` and
+    ``generator grid`` alike (pipeline.generator.sampling.make_sampler builds every scheduler from them).
+    """
 
     per_class: int = Field(100, ge=1)  # images generated for every class (balanced)
     sampler: Sampler = "sde-dpmsolver++"  # the denoising loop's solver (SAMPLERS)
     steps: int = Field(25, ge=1)  # denoising steps
     guidance_scale: float = Field(2.0, ge=0)  # classifier-free guidance; 1 = off, 0 = unconditional
     batch_size: int = Field(32, ge=1)
+    # What happens to the sampler's intermediate x0 predictions: "off" = nothing (the final image is clamped
+    # to the data range once), "clip" = hard clip to [-1, 1] at every step (pulls data at the range edge,
+    # e.g. black MRI background, inwards), "dynamic" = Imagen's dynamic thresholding (percentile
+    # dynamic_threshold_ratio, at most dynamic_threshold_max). Chosen by measurement (tests/generator/
+    # test_sampler_oracle.py, benchmarks/results/ablation/brain-mri-defaults.md).
+    x0_clip: X0Clip = "off"
+    dynamic_threshold_ratio: float = Field(0.995, gt=0, le=1)
+    dynamic_threshold_max: float = Field(1.5, ge=1)
+    # "trailing" starts every sampler at t = T (pure noise, as the model was trained); diffusers' "leading"
+    # default for DDIM/DDPM never does (Lin et al. 2024, "Common diffusion noise schedules ... are flawed").
+    timestep_spacing: Literal["trailing", "leading", "linspace"] = "trailing"
+    solver_order: int = Field(2, ge=1, le=3)  # DPM-Solver++ order (2 is the guided-sampling recommendation)
+    # DPM-Solver++: lower bound on log(alpha/sigma); keeps the cosine schedule's first step finite
+    lambda_min_clipped: float = Field(-5.1, le=0)
+    ddim_eta: float = Field(0.0, ge=0, le=1)  # DDIM stochasticity (0 = deterministic)
+    # noise: start from pure noise. real-seeded (SDEdit): noise an image of the real training sample to
+    # `strength` (fraction of the schedule) and denoise it with its own label.
+    mode: SynthesisMode = "noise"
+    strength: float = Field(0.6, gt=0, lt=1)
+    # Selection without peeking (pipeline.generator.selection): when true, the guidance scale, the
+    # checkpoint and (real-seeded) the strength are chosen among the candidates below by the quality signal
+    # computed on the real training sample only; the configured values above are then only the fallback.
+    select: bool = False
+    guidance_candidates: list[float] = Field(default_factory=lambda: [1.0, 1.25, 1.5, 2.0, 3.0], min_length=1)
+    strength_candidates: list[float] = Field(default_factory=lambda: [0.4, 0.6, 0.8], min_length=1)
+    checkpoint_candidates: int = Field(2, ge=1)  # the newest N training checkpoints (EMA weights) are candidates
+    select_per_class: int = Field(8, ge=1)  # images per class and candidate that the signal scores
+    # a candidate within this score of the best counts as tied; ties go to the more diverse setting
+    # (lower guidance, higher strength, newer checkpoint)
+    select_tolerance: float = Field(0.03, ge=0)
     reference_steps: int = Field(300, ge=1)  # optimizer steps per fold of the reference classifier
+
+    @field_validator("guidance_candidates")
+    @classmethod
+    def _guidances(cls, value: list[float]) -> list[float]:
+        if any(g < 0 for g in value):
+            raise ValueError("a non-empty list of numbers >= 0")
+        return value
+
+    @field_validator("strength_candidates")
+    @classmethod
+    def _strengths(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v < 1 for v in value):
+            raise ValueError("a non-empty list of numbers strictly between 0 and 1")
+        return value
+
+    def sampler_settings(self) -> dict[str, Any]:
+        """Every setting that changes what one sampler call produces (cache keys hash exactly these)."""
+        return {k: getattr(self, k) for k in SAMPLER_SETTINGS}
 
 
 class ClassifierConfig(Section):

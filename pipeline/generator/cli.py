@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
               f"manifest {synthesis.manifest_path.with_suffix('.csv')}")
     elif args.generator_command == "grid":
         from pipeline.generator.sampling import load_pipeline
+        from pipeline.generator.stage import real_sample
         from pipeline.generator.synthesis import sample_grid
         from pipeline.imageio import save_png
 
@@ -63,9 +64,10 @@ def run(args: argparse.Namespace) -> int:
             from pipeline.errors import ConfigError
 
             raise ConfigError(f"--per-class = {args.per_class} is invalid; expected an integer >= 1")
-        syn = config.synthesis
         pipe = load_pipeline(generator.pipeline_path)
-        grid = sample_grid(pipe, args.per_class, config.seed, syn.sampler, syn.steps, syn.guidance_scale)
+        grid = sample_grid(pipe, args.per_class, config.seed, config.synthesis,
+                           real=real_sample(config, split.split_path) if config.synthesis.mode == "real-seeded"
+                           else None)
         save_png(grid, args.out)
         print(f"[grid] rows: {', '.join(pipe.config.class_names)}; saved {args.out}")
     return 0

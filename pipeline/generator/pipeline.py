@@ -92,6 +92,9 @@ class ClassConditionalPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        image: torch.Tensor | None = None,
+        strength: float | None = None,
+        eta: float = 0.0,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Generate one image per entry of ``class_labels``.
@@ -107,6 +110,11 @@ class ClassConditionalPipeline(DiffusionPipeline):
             output_type: ``"pil"`` (PIL images in the domain's mode), ``"np"`` (float32 array
                 (N, H, W, C) in [0, 1]) or ``"pt"`` (float32 tensor (N, C, H, W) in [0, 1]).
             return_dict: return an [`ImagePipelineOutput`] rather than a tuple.
+            image: optional seed images (float tensor (N, C, H, W) in [-1, 1], one per label): each is
+                noised to the timestep at ``strength`` of the schedule and denoised from there with its
+                label (SDEdit, "real-seeded" synthesis); None samples from pure noise.
+            strength: in (0, 1), how much of the schedule a seed image is noised through (with ``image``).
+            eta: DDIM's stochasticity (ignored by the other schedulers).
         """
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type = {output_type!r} is invalid; expected 'pil', 'np' or 'pt'")
@@ -124,18 +132,34 @@ class ClassConditionalPipeline(DiffusionPipeline):
         size, channels = self.unet.config.sample_size, self.unet.config.in_channels
         size = (size, size) if isinstance(size, int) else tuple(size)
         # noise drawn on the CPU from the caller's generators: the same seeds give the same images on any device
-        image = randn_tensor((len(labels), channels, *size), generator=generator, dtype=torch.float32)
-        image = image.to(device=device, dtype=self.unet.dtype)
+        noise = randn_tensor((len(labels), channels, *size), generator=generator, dtype=torch.float32)
+        noise = noise.to(device=device, dtype=self.unet.dtype)
         cond = torch.tensor(labels, dtype=torch.long, device=device)
         guided = w != 1.0
         both = torch.cat([cond, torch.full_like(cond, self.null_label)]) if guided else cond
 
         self.scheduler.set_timesteps(steps)
-        image = image * self.scheduler.init_noise_sigma
+        timesteps = self.scheduler.timesteps
+        seeds = image
+        if seeds is None:
+            image = noise * self.scheduler.init_noise_sigma
+        else:
+            if strength is None or not 0.0 < strength < 1.0:
+                raise ValueError(f"strength = {strength} is invalid; expected a number strictly between 0 and 1")
+            if tuple(seeds.shape) != tuple(noise.shape):
+                raise ValueError(f"seed images have shape {tuple(seeds.shape)}, expected {tuple(noise.shape)}")
+            begin = len(timesteps) - max(1, round(len(timesteps) * strength))
+            timesteps = timesteps[begin:]
+            if hasattr(self.scheduler, "set_begin_index"):
+                self.scheduler.set_begin_index(begin)
+            image = self.scheduler.add_noise(seeds.to(device=device, dtype=noise.dtype), noise,
+                                             timesteps[:1].repeat(len(labels)))
         # stochastic schedulers (DDPM, SDE-DPM-Solver++) draw fresh noise each step: from the same generators
-        accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
-        step_kwargs = {"generator": generator} if accepts_generator else {}
-        for t in self.progress_bar(self.scheduler.timesteps):
+        parameters = inspect.signature(self.scheduler.step).parameters
+        step_kwargs: dict[str, Any] = {"generator": generator} if "generator" in parameters else {}
+        if "eta" in parameters:
+            step_kwargs["eta"] = eta
+        for t in self.progress_bar(timesteps):
             model_input = self.scheduler.scale_model_input(image, t)
             if guided:
                 out = self.unet(torch.cat([model_input, model_input]), t, class_labels=both).sample

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
-from pipeline.config import SAMPLERS
+from pipeline.config import SAMPLERS, X0_CLIPS, SynthesisConfig
 from pipeline.errors import ConfigError
 from pipeline.generator.pipeline import ClassConditionalPipeline
 
@@ -38,29 +38,61 @@ def noise_schedule(scheduler_config: Any) -> dict[str, Any]:
             "prediction_type": str(scheduler_config.prediction_type)}
 
 
-def make_sampler(name: str, noise: dict[str, Any], steps: int) -> Any:
-    """A diffusers scheduler for ``name`` on the training noise schedule, with ``steps`` timesteps set."""
+def make_sampler(name: str, noise: dict[str, Any], steps: int,
+                 settings: SynthesisConfig | dict[str, Any] | None = None) -> Any:
+    """A diffusers scheduler for ``name`` on the training noise schedule, with ``steps`` timesteps set.
+
+    ``settings`` (a SynthesisConfig or its ``sampler_settings()``; default: SynthesisConfig's defaults)
+    supplies everything else: x0 clipping, timestep spacing, solver order, the lambda clip, DDIM's eta.
+    This is the one place schedulers are built: ``synthesis``, ``generator sample`` and ``generator grid``
+    all come through here with the same settings.
+    """
+    opts = _settings(settings)
     common = {"num_train_timesteps": noise["num_train_timesteps"], "beta_schedule": noise["beta_schedule"],
-              "prediction_type": noise["prediction_type"]}
+              "prediction_type": noise["prediction_type"], "timestep_spacing": opts["timestep_spacing"],
+              **_x0_clip_kwargs(name, opts)}
     if name in ("dpmsolver++", "sde-dpmsolver++"):
         # lambda_min_clipped: with the cosine schedule alpha_bar(T) is ~0, and without the clip the solver's
         # first data prediction x0 = (x - sigma * eps) / alpha explodes (pure salt-and-pepper images).
-        # thresholding with max 1.0 clips each x0 prediction to the data range, as DDIM's clip_sample does.
         # sde-dpmsolver++ (the default) re-injects fresh noise each step like DDPM: on an undertrained model
         # (every CPU budget) the deterministic solvers leave grainy residual noise that it washes out, at
         # the same cost per step (measured on the demo generator: clean at 20 steps, grainy with dpmsolver++).
-        scheduler = DPMSolverMultistepScheduler(**common, algorithm_type=name, solver_order=2,
-                                                lambda_min_clipped=-5.1, thresholding=True, sample_max_value=1.0)
+        scheduler = DPMSolverMultistepScheduler(**common, algorithm_type=name, solver_order=opts["solver_order"],
+                                                lambda_min_clipped=opts["lambda_min_clipped"])
     elif name == "ddim":
-        scheduler = DDIMScheduler(**common, clip_sample=True)
+        scheduler = DDIMScheduler(**common)
     elif name == "ddpm":
-        scheduler = DDPMScheduler(**common, clip_sample=True)
+        scheduler = DDPMScheduler(**common)
     else:
         raise ConfigError(f"synthesis.sampler = {name!r} is invalid; expected one of {', '.join(SAMPLERS)}")
     if steps < 1 or steps > noise["num_train_timesteps"]:
         raise ConfigError(f"synthesis.steps = {steps} is invalid; expected 1..{noise['num_train_timesteps']}")
     scheduler.set_timesteps(steps)
     return scheduler
+
+
+def _settings(settings: SynthesisConfig | dict[str, Any] | None) -> dict[str, Any]:
+    defaults = SynthesisConfig().sampler_settings()
+    if settings is None:
+        return defaults
+    if isinstance(settings, SynthesisConfig):
+        return settings.sampler_settings()
+    return {**defaults, **settings}
+
+
+def _x0_clip_kwargs(name: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """Scheduler arguments for synthesis.x0_clip: off, a hard clip to [-1, 1], or dynamic thresholding."""
+    mode = opts["x0_clip"]
+    if mode not in X0_CLIPS:
+        raise ConfigError(f"synthesis.x0_clip = {mode!r} is invalid; expected one of {', '.join(X0_CLIPS)}")
+    if mode == "dynamic":
+        return {"thresholding": True, "dynamic_thresholding_ratio": opts["dynamic_threshold_ratio"],
+                "sample_max_value": opts["dynamic_threshold_max"],
+                **({} if name.startswith(("dpm", "sde")) else {"clip_sample": False})}
+    if name in ("ddim", "ddpm"):
+        return {"clip_sample": mode == "clip", "clip_sample_range": 1.0, "thresholding": False}
+    # DPM-Solver++ has no clip_sample: thresholding with a maximum of 1 is a hard clip to [-1, 1]
+    return {"thresholding": mode == "clip", "sample_max_value": 1.0}
 
 
 def image_seed(seed: int, class_index: int, image_index: int) -> int:
@@ -102,9 +134,10 @@ def load_pipeline(path: str | os.PathLike[str], device: str | torch.device = "cp
     return pipe.to(device)
 
 
-def use_sampler(pipe: ClassConditionalPipeline, name: str, steps: int) -> ClassConditionalPipeline:
-    """Swap in the ``name`` sampler on the pipeline's own training noise schedule (diffusers' idiom)."""
-    pipe.scheduler = make_sampler(name, noise_schedule(pipe.scheduler.config), steps)
+def use_sampler(pipe: ClassConditionalPipeline, name: str, steps: int,
+                settings: SynthesisConfig | dict[str, Any] | None = None) -> ClassConditionalPipeline:
+    """Swap in the ``name`` sampler (with ``settings``) on the pipeline's own training noise schedule."""
+    pipe.scheduler = make_sampler(name, noise_schedule(pipe.scheduler.config), steps, settings)
     return pipe
 
 

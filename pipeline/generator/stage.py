@@ -13,7 +13,9 @@ checkpoint, synthesis by filling in missing images).
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +23,12 @@ from typing import Any
 
 import torch
 
-from pipeline.config import DomainConfig, hash_payload
+from pipeline.config import GENERATOR_LEGACY_VALUES, DomainConfig, hash_payload
 from pipeline.errors import DataError
 from pipeline.generator.checkpoint import folder_sha256
 from pipeline.generator.data import check_disjoint, load_training_data
 from pipeline.generator.sampling import load_pipeline, training_data_of
-from pipeline.generator.synthesis import synthesize
+from pipeline.generator.synthesis import RealSample, synthesize
 from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
 from pipeline.image_tensors import domain_cache_dir
 from pipeline.stages import load_split
@@ -43,6 +45,7 @@ class GeneratorOutput:
     pipeline_hash: str  # content hash of that folder: the synthesis key depends on it
     summary: dict[str, Any]
     cached: bool = False
+    split_path: Path | None = None  # the split it was trained on (real-seeded synthesis and selection read it)
 
 
 @dataclass
@@ -54,10 +57,38 @@ class SynthesisOutput:
     cached: bool = False
 
 
-def generator_key(config: DomainConfig, split_hash: str, class_names: list[str]) -> str:
-    settings = {k: v for k, v in config.generator.to_dict().items() if k not in RESUMABLE_CHANGES[1:]}
+def generator_key(config: DomainConfig, split_hash: str, class_names: list[str], with_steps: bool = True) -> str:
+    """Cache key of a generator; ``with_steps=False`` gives the key shared by runs that differ only in length."""
+    leave_out = RESUMABLE_CHANGES[1:] if with_steps else RESUMABLE_CHANGES
+    settings = {k: v for k, v in config.generator.to_dict().items() if k not in leave_out
+                and not (k in GENERATOR_LEGACY_VALUES and v == GENERATOR_LEGACY_VALUES[k])}
     return hash_payload({"split_hash": split_hash, "generator": settings, "mode": config.data.mode,
                          "class_names": class_names, "seed": config.seed})
+
+
+def continue_shorter_run(store: RunStore, lineage: str, steps: int, ckpt_dir: Path) -> int | None:
+    """Start a longer run from the newest checkpoint of the longest finished shorter run of the same settings.
+
+    Only ``train_steps`` differs, so its checkpoint is a valid resume point (the cosine schedule then
+    restarts from that step's place in the longer schedule: a warm restart, recorded as ``continued_from``).
+    """
+    from pipeline.generator.checkpoint import list_checkpoints
+
+    if list_checkpoints(ckpt_dir):
+        return None
+    best: tuple[int, Path] | None = None
+    for marker in store.domain_dir.glob(f"{GENERATOR_STAGE}/*/summary.json"):
+        summary = json.loads(marker.read_text())
+        done = int(summary.get("steps", 0))
+        if summary.get("lineage") == lineage and done < steps and (marker.parent / COMPLETE_MARKER).is_file():
+            found = list_checkpoints(marker.parent / "checkpoints")
+            if found and found[-1][0] == done and (best is None or done > best[0]):
+                best = (done, found[-1][1])
+    if best is None:
+        return None
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(best[1], ckpt_dir / best[1].name)
+    return best[0]
 
 
 def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[str],
@@ -77,9 +108,11 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
                             f"{summary['pipeline_hash'][:12]}); delete {directory} to retrain")
         identity = training_data_of(pipeline_path)
         check_disjoint(list(identity["sha256s"]), identity["manifest_hash"], split)
-        return GeneratorOutput(key, directory, pipeline_path, digest, summary, cached=True)
+        return GeneratorOutput(key, directory, pipeline_path, digest, summary, cached=True, split_path=Path(split_path))
 
     started = time.perf_counter()
+    lineage = generator_key(config, split.split_hash, class_names, with_steps=False)
+    continued_from = continue_shorter_run(store, lineage, config.generator.train_steps, directory / "checkpoints")
     data = load_training_data(config, split, domain_cache_dir(config.runs_root, config.name), progress=progress)
     result = train_generator(config, data, directory, split.split_hash, progress=progress)
     digest = folder_sha256(result.model_path)
@@ -94,26 +127,50 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
                "mean_loss_last_50": (sum(v for _, v in result.losses[-50:]) / len(result.losses[-50:])
                                      if result.losses else None),
                "train_seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 2),
+               "ema_decay_reached": round(config.generator.ema_decay_at(result.steps), 6),
+               "lineage": lineage, "continued_from": continued_from,
                "stage_seconds": round(time.perf_counter() - started, 2)}
     atomic_write_json(directory / "summary.json", summary)
     store.mark_complete(GENERATOR_STAGE, key, summary)
     store.latest_link(GENERATOR_STAGE, key)
-    return GeneratorOutput(key, directory, result.model_path, digest, summary)
+    return GeneratorOutput(key, directory, result.model_path, digest, summary, split_path=Path(split_path))
 
 
-def synthesis_key(config: DomainConfig, pipeline_hash: str) -> str:
+def synthesis_key(config: DomainConfig, pipeline_hash: str, real_hash: str | None = None) -> str:
     s = config.synthesis
-    return hash_payload({"generator_hash": pipeline_hash, "sampler": s.sampler, "steps": s.steps,
-                         "guidance_scale": s.guidance_scale, "seed": config.seed})
+    payload = {"generator_hash": pipeline_hash, **s.sampler_settings(), "seed": config.seed}
+    if s.mode != "noise":
+        payload.update(mode=s.mode, strength=s.strength, real=real_hash)
+    return hash_payload(payload)
+
+
+def real_sample(config: DomainConfig, split_path: str | os.PathLike[str], progress: bool = False) -> RealSample:
+    """The generator's training images (the split's TRAIN side) at the generator's resolution."""
+    split = load_split(split_path)
+    data = load_training_data(config, split, domain_cache_dir(config.runs_root, config.name), progress=progress)
+    return RealSample(data.images, data.labels, data.sha256s)
 
 
 def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: bool = True) -> SynthesisOutput:
     """Generate ``synthesis.per_class`` images for every class; a re-run fills in what is missing.
 
     ``per_class`` is not part of the key: raising it adds images to the same set, lowering it
-    lists only the first N in the manifest.
+    lists only the first N in the manifest. With ``synthesis.select`` the guidance scale, checkpoint
+    and (real-seeded) strength are first chosen by pipeline.generator.selection (cached, every
+    candidate's score recorded in the summary).
     """
-    key = synthesis_key(config, generator.pipeline_hash)
+    real = real_sample(config, generator.split_path, progress) if generator.split_path is not None else None
+    selection = None
+    if config.synthesis.select:
+        from pipeline.generator.selection import select_settings
+
+        if real is None:
+            raise DataError("synthesis.select needs the generator's split (GeneratorOutput.split_path)")
+        selection = select_settings(config, generator, real, progress=progress)
+        config = selection.apply(config)
+        generator = selection.generator
+    key = synthesis_key(config, generator.pipeline_hash,
+                        hash_payload(real.sha256s) if real is not None and config.synthesis.mode != "noise" else None)
     store = RunStore(config.runs_root, config.name)
     directory = store.stage_dir(SYNTHESIS_STAGE, key)
     manifest_path = directory / "manifest.parquet"
@@ -129,17 +186,27 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
         raise DataError(f"{generator.pipeline_path} does not match its recorded hash; retrain the generator")
     pipe = load_pipeline(generator.pipeline_path, device)
     before = len(list(directory.glob("images/*/*.png")))
-    manifest = synthesize(pipe, directory, config.synthesis, config.seed, generator.pipeline_hash, progress)
+    manifest = synthesize(pipe, directory, config.synthesis, config.seed, generator.pipeline_hash, progress,
+                          real=real)
     atomic_write_table(manifest_path, manifest)
-    summary = {"per_class": config.synthesis.per_class, "classes": list(pipe.config.class_names),
-               "images": int(len(manifest)),
+    syn = config.synthesis
+    summary = {"per_class": syn.per_class, "classes": list(pipe.config.class_names), "images": int(len(manifest)),
                "generated_this_run": int(max(0, len(list(directory.glob("images/*/*.png"))) - before)),
-               "sampler": config.synthesis.sampler, "steps": config.synthesis.steps,
-               "guidance_scale": config.synthesis.guidance_scale, "generator_hash": generator.pipeline_hash,
-               "generator": str(generator.pipeline_path), "mode": pipe.config.mode,
-               "image_size": pipe.unet.config.sample_size,
+               **syn.sampler_settings(), "synthesis_mode": syn.mode,
+               "strength": syn.strength if syn.mode != "noise" else None,
+               "generator_hash": generator.pipeline_hash, "generator": str(generator.pipeline_path),
+               "mode": pipe.config.mode, "image_size": pipe.unet.config.sample_size,
+               "nn_distance_median": _median(manifest["nn_distance"]),
+               "seed_distance_median": _median(manifest["seed_distance"]),
+               "selection": selection.record if selection is not None else None,
                "seconds": round(time.perf_counter() - started, 2)}
     store.mark_complete(SYNTHESIS_STAGE, key, summary)
     store.latest_link(SYNTHESIS_STAGE, key)
     return SynthesisOutput(key, directory, manifest_path, summary)
 
+
+def _median(values: Any) -> float | None:
+    import pandas as pd
+
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    return round(float(numbers.median()), 5) if len(numbers) else None

@@ -6,12 +6,19 @@ sampled with a generator seeded ``image_seed(seed, c, i)`` (the manifest's ``see
 what a run must still do is simply the files that do not exist yet: a re-run after a kill fills
 exactly the gaps. Every PNG is written to a temporary file and renamed into place, so an
 existing PNG is a complete PNG; temporaries a SIGKILL left are removed.
+
+Two modes (``synthesis.mode``): ``noise`` samples from pure noise; ``real-seeded`` (SDEdit) noises
+image ``i mod n_c`` of class ``c``'s real training images (content-hash order) to ``synthesis.strength``
+and denoises it with its own label. For every image the manifest records its seed image (real-seeded)
+and the RMSE (pixels in [0, 1]) to that seed and to its nearest real training image: the privacy cost
+the quality stage judges. Every sampler setting comes from ``SynthesisConfig`` through ``use_sampler``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +33,37 @@ from pipeline.generator.sampling import image_seed, use_sampler
 from pipeline.imageio import save_png
 
 MANIFEST_COLUMNS = ["path", "relpath", "label", "class_index", "index", "sha256", "seed", "sampler", "steps",
-                    "guidance_scale", "generator_hash", "mode", "width", "height"]
+                    "guidance_scale", "generator_hash", "mode", "width", "height", "synthesis_mode", "strength",
+                    "seed_sha256", "seed_distance", "nn_distance"]
+
+
+@dataclass
+class RealSample:
+    """The generator's real training images at its resolution: seeds for real-seeded synthesis and the
+    reference for nearest-neighbour distances. ``images`` uint8 (N, C, H, W), rows in content-hash order."""
+
+    images: torch.Tensor
+    labels: torch.Tensor  # class index per row
+    sha256s: list[str]
+
+    def seed_of(self, class_index: int, image_index: int) -> int:
+        """Row of the seed image of synthetic image ``image_index`` of class ``class_index``."""
+        rows = (self.labels == class_index).nonzero().flatten()
+        if len(rows) == 0:
+            raise ValueError(f"no real training image of class {class_index} to seed from")
+        return int(rows[image_index % len(rows)])
+
+
+def rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise root-mean-square distance (pixels in [0, 1]) between uint8 batches a (N, ...) and b (M, ...)."""
+    x, y = a.flatten(1).double() / 255.0, b.flatten(1).double() / 255.0
+    d2 = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2 * x @ y.T
+    return (d2.clamp(min=0) / x.shape[1]).sqrt()
+
+
+def rmse_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise RMSE (pixels in [0, 1]) between two uint8 batches of the same shape."""
+    return ((a.double() - b.double()) / 255.0).pow(2).flatten(1).mean(1).sqrt()
 
 
 def class_dirname(name: str) -> str:
@@ -44,23 +81,39 @@ def missing_images(out_dir: Path, class_names: list[str], per_class: int) -> lis
             if not (out_dir / image_relpath(name, i)).is_file()]
 
 
-def generate(pipe: ClassConditionalPipeline, labels: list[int], seeds: list[int], steps: int,
-             guidance_scale: float) -> list[np.ndarray]:
-    """One image per (label, seed) as an L (H, W) or RGB (H, W, 3) uint8 array."""
+def render(pipe: ClassConditionalPipeline, labels: list[int], seeds: list[int], config: SynthesisConfig,
+           init: torch.Tensor | None = None, strength: float | None = None) -> torch.Tensor:
+    """uint8 images (N, C, H, W), one per (label, seed), with every sampler setting of ``config``;
+    ``init`` (in [-1, 1]) and ``strength`` make the run real-seeded."""
+    use_sampler(pipe, config.sampler, config.steps, config)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
-    images = pipe(class_labels=labels, num_inference_steps=steps, guidance_scale=guidance_scale,
-                  generator=generators, output_type="pil").images
-    return [np.asarray(image) for image in images]
+    out = pipe(class_labels=labels, num_inference_steps=config.steps, guidance_scale=config.guidance_scale,
+               generator=generators, output_type="pt", image=init, strength=strength, eta=config.ddim_eta).images
+    return out.mul(255).round().to(torch.uint8)
+
+
+def generate(pipe: ClassConditionalPipeline, chunk: list[tuple[int, int]], seeds: list[int], config: SynthesisConfig,
+             real: RealSample | None) -> torch.Tensor:
+    """Images for (class, index) pairs: from noise, or real-seeded from their seed images."""
+    labels = [c for c, _ in chunk]
+    if config.mode == "noise":
+        return render(pipe, labels, seeds, config)
+    if real is None:
+        raise ValueError("synthesis.mode = 'real-seeded' needs the real training images (real=...)")
+    init = real.images[[real.seed_of(c, i) for c, i in chunk]].float().div(127.5).sub(1.0)
+    return render(pipe, labels, seeds, config, init=init, strength=config.strength)
 
 
 def synthesize(pipe: ClassConditionalPipeline, out_dir: str | Path, config: SynthesisConfig, seed: int,
-               generator_hash: str, progress: bool = True) -> pd.DataFrame:
+               generator_hash: str, progress: bool = True, real: RealSample | None = None) -> pd.DataFrame:
     """Write the missing PNGs under ``out_dir/images`` and return the manifest of all N x classes images.
 
-    The pipeline samples with ``config.sampler`` (swapped in on its training noise schedule).
+    ``real`` (the generator's training images) is required for ``mode: real-seeded`` and adds the
+    nearest-neighbour distances to the manifest in either mode.
     """
+    if config.mode == "real-seeded" and real is None:
+        raise ValueError("synthesis.mode = 'real-seeded' needs the real training images (real=...)")
     out_dir = Path(out_dir)
-    use_sampler(pipe, config.sampler, config.steps)
     class_names = list(pipe.config.class_names)
     for folder in {out_dir / image_relpath(name, 0) for name in class_names}:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -69,19 +122,24 @@ def synthesize(pipe: ClassConditionalPipeline, out_dir: str | Path, config: Synt
     bar = tqdm(total=len(todo), desc="synthesis", unit="img", disable=not progress)
     for start in range(0, len(todo), config.batch_size):
         chunk = todo[start:start + config.batch_size]
-        images = generate(pipe, [c for c, _ in chunk], [image_seed(seed, c, i) for c, i in chunk], config.steps,
-                          config.guidance_scale)
+        images = generate(pipe, chunk, [image_seed(seed, c, i) for c, i in chunk], config, real).numpy()
         for (c, i), image in zip(chunk, images):
-            save_png(image, out_dir / image_relpath(class_names[c], i))
+            save_png(to_pixels(image), out_dir / image_relpath(class_names[c], i))
         bar.update(len(chunk))
     bar.close()
-    return build_manifest(out_dir, pipe, config, seed, generator_hash)
+    return build_manifest(out_dir, pipe, config, seed, generator_hash, real)
+
+
+def to_pixels(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) uint8 -> HxW (grayscale stays one channel) or HxWx3."""
+    return image[0] if image.shape[0] == 1 else np.ascontiguousarray(image.transpose(1, 2, 0))
 
 
 def build_manifest(out_dir: Path, pipe: ClassConditionalPipeline, config: SynthesisConfig, seed: int,
-                   generator_hash: str) -> pd.DataFrame:
+                   generator_hash: str, real: RealSample | None = None) -> pd.DataFrame:
     rows = []
     size = pipe.unet.config.sample_size
+    seeded = config.mode == "real-seeded"
     for c, name in enumerate(pipe.config.class_names):
         for i in range(config.per_class):
             relpath = image_relpath(name, i)
@@ -90,23 +148,50 @@ def build_manifest(out_dir: Path, pipe: ClassConditionalPipeline, config: Synthe
                          "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "seed": image_seed(seed, c, i),
                          "sampler": config.sampler, "steps": config.steps,
                          "guidance_scale": config.guidance_scale, "generator_hash": generator_hash,
-                         "mode": pipe.config.mode, "width": size, "height": size})
-    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+                         "mode": pipe.config.mode, "width": size, "height": size,
+                         "synthesis_mode": config.mode, "strength": config.strength if seeded else None,
+                         "seed_sha256": real.sha256s[real.seed_of(c, i)] if seeded and real is not None else None,
+                         "seed_distance": None, "nn_distance": None})
+    table = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    if real is not None and len(table):
+        add_distances(table, real)
+    return table
 
 
-def sample_grid(pipe: ClassConditionalPipeline, per_class: int, seed: int, sampler: str = "sde-dpmsolver++",
-                steps: int = 20, guidance_scale: float = 2.0, pad: int = 2) -> np.ndarray:
-    """One row per class, ``per_class`` samples each, as an L or RGB uint8 image (for eyes, not training)."""
-    use_sampler(pipe, sampler, steps)
+def add_distances(table: pd.DataFrame, real: RealSample) -> None:
+    """RMSE of every synthetic image to its seed (real-seeded) and to its nearest real training image."""
+    from pipeline.imageio import read_image
+
+    mode = str(table["mode"].iloc[0])
+    synthetic = torch.stack([torch.from_numpy(_chw(read_image(p, mode).pixels)) for p in table["path"]])
+    nearest = torch.cat([rmse(synthetic[k:k + 256], real.images).min(1).values
+                         for k in range(0, len(synthetic), 256)])
+    table["nn_distance"] = nearest.numpy().round(5)
+    if table["seed_sha256"].notna().any():
+        row_of = {sha: k for k, sha in enumerate(real.sha256s)}
+        seeds = real.images[[row_of[s] for s in table["seed_sha256"]]]
+        table["seed_distance"] = rmse_pairs(synthetic, seeds).numpy().round(5)
+
+
+def _chw(pixels: np.ndarray) -> np.ndarray:
+    return np.array(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1), copy=True)
+
+
+def sample_grid(pipe: ClassConditionalPipeline, per_class: int, seed: int, config: SynthesisConfig | None = None,
+                pad: int = 2, real: RealSample | None = None) -> np.ndarray:
+    """One row per class, ``per_class`` samples each, as an L or RGB uint8 image (for eyes, not training).
+
+    The same sampler settings as synthesis (``config``, default SynthesisConfig()); pixel values are
+    written as sampled (no per-image stretch), so the grid shows the brightness the classifiers see.
+    """
+    config = config or SynthesisConfig()
     rows = len(pipe.config.class_names)
-    labels = [c for c in range(rows) for _ in range(per_class)]
-    seeds = [image_seed(seed, c, i) for c in range(rows) for i in range(per_class)]
-    images = generate(pipe, labels, seeds, steps, guidance_scale)
-    size = pipe.unet.config.sample_size
-    grid = np.full((rows * (size + pad) + pad, per_class * (size + pad) + pad, *images[0].shape[2:]), 255,
-                   dtype=np.uint8)
+    chunk = [(c, i) for c in range(rows) for i in range(per_class)]
+    images = generate(pipe, chunk, [image_seed(seed, c, i) for c, i in chunk], config, real).numpy()
+    size, channels = pipe.unet.config.sample_size, images.shape[1]
+    grid = np.full((channels, rows * (size + pad) + pad, per_class * (size + pad) + pad), 255, dtype=np.uint8)
     for k, image in enumerate(images):
         r, col = divmod(k, per_class)
         y, x = pad + r * (size + pad), pad + col * (size + pad)
-        grid[y:y + size, x:x + size] = image
-    return grid
+        grid[:, y:y + size, x:x + size] = image
+    return to_pixels(grid)

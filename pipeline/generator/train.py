@@ -2,7 +2,12 @@
 
 One ``GeneratorTrainer.train_step`` is: light augmentation, class-label dropout (the null label
 trains the unconditional branch used by guidance), noise at a random DDPM timestep, the UNet's
-epsilon or v prediction, MSE, backward, gradient clipping, AdamW, warm-up + cosine LR, EMA.
+epsilon or v prediction, MSE (Min-SNR-gamma weighted per timestep when ``snr_gamma`` > 0, as in
+diffusers' training examples), backward, gradient clipping, AdamW, warm-up + cosine LR, EMA.
+
+``train_generator`` is four named steps: ``start_or_resume`` (fresh trainer or the newest
+readable checkpoint), ``run_steps`` (the loop, checkpointing every ``checkpoint_every``),
+``export_generator`` (the EMA weights and the configured sampler as a diffusers pipeline folder) and the returned ``TrainResult``.
 
 Devices come from accelerate: the CPU here, one GPU with bf16 autocast
 (``generator.mixed_precision: bf16``), or several GPUs with
@@ -27,15 +32,15 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
-from pipeline.config import DomainConfig, GeneratorConfig, resolve_mixed_precision
+from pipeline.config import GENERATOR_LEGACY_VALUES, DomainConfig, GeneratorConfig, resolve_mixed_precision
 from pipeline.errors import ConfigError
 from pipeline.generator.checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.generator.data import TrainingData, augment, batch_indices, step_generator, to_model_range
 from pipeline.generator.model import build_unet, count_parameters, null_class, unet_config
-from pipeline.generator.sampling import export_pipeline, make_sampler, noise_schedule
+from pipeline.generator.sampling import export_pipeline, make_sampler
 
 # Settings that may differ between a checkpoint and the run resuming it (they do not change the model).
 RESUMABLE_CHANGES = ("train_steps", "checkpoint_every", "keep_checkpoints")
@@ -63,7 +68,9 @@ class GeneratorTrainer:
                                       weight_decay=config.weight_decay)
         self.lr_scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.train_steps)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.ema = EMAModel(self.unwrapped.parameters(), decay=config.ema_decay, use_ema_warmup=True)
+        # decay at step t: min(ema_decay, 1 - (1 + t) ** -ema_power) (see GeneratorConfig.ema_decay_at)
+        self.ema = EMAModel(self.unwrapped.parameters(), decay=config.ema_decay, use_ema_warmup=True,
+                            inv_gamma=1.0, power=config.ema_power)
         self.ema.to(self.accelerator.device)
         self.noise_scheduler = make_noise_scheduler(config)
         self.alphas = self.noise_scheduler.alphas_cumprod.to(self.accelerator.device)
@@ -88,7 +95,20 @@ class GeneratorTrainer:
             target = self.noise_scheduler.get_velocity(x0, noise, t)
         with self.accelerator.autocast():
             prediction = self.model(noisy, t, class_labels=labels).sample
-        return F.mse_loss(prediction.float(), target.float())
+        per_image = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        return (per_image * self.loss_weights(t)).mean()
+
+    def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-gamma weights per timestep (Hang et al. 2023), exactly as diffusers' train_text_to_image:
+        min(SNR, gamma) / SNR for epsilon, min(SNR, gamma) / (SNR + 1) for v; all ones when snr_gamma = 0."""
+        gamma = self.config.snr_gamma
+        if gamma <= 0:
+            return torch.ones(t.shape, device=t.device)
+        snr = compute_snr(self.noise_scheduler, t)
+        clipped = torch.clamp(snr, max=gamma)
+        if self.config.prediction_type == "epsilon":
+            return clipped / snr
+        return clipped / (snr + 1)
 
     def train_step(self, x_uint8: torch.Tensor, labels: torch.Tensor, step: int) -> float:
         """One optimizer step at ``step`` (0-based): returns the batch loss."""
@@ -150,32 +170,52 @@ class TrainResult:
 def train_generator(config: DomainConfig, data: TrainingData, out_dir: Path, split_hash: str,
                     progress: bool = True, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train (or resume) the generator in ``out_dir``; export the EMA model as ``out_dir/pipeline/``."""
-    gcfg = config.generator
     out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    trainer = GeneratorTrainer(gcfg, config.channels, len(data.class_names), config.seed)
-    identity = {"manifest_hash": data.manifest_hash, "sha256s": data.sha256s, "class_names": data.class_names,
-                "mode": config.data.mode, "channels": config.channels, "split_hash": split_hash,
-                "seed": config.seed}
-    start, resumed_from, losses = 0, None, []
+    trainer, start = start_or_resume(config, data, out_dir / "checkpoints")
+    identity = training_identity(config, data, split_hash)
+    losses, seconds = run_steps(trainer, config, data, start, out_dir / "checkpoints", identity, progress, on_step)
+    model_path = export_generator(trainer, config, out_dir / "pipeline", identity)
+    done = config.generator.train_steps - start
+    rate = done * config.generator.batch_size * trainer.accelerator.num_processes / seconds if seconds > 0 else 0.0
+    return TrainResult(model_path, config.generator.train_steps, start or None, losses, seconds,
+                       rate if done else 0.0, count_parameters(trainer.unwrapped))
+
+
+def training_identity(config: DomainConfig, data: TrainingData, split_hash: str) -> dict[str, Any]:
+    """What the generator was trained on: stored in every checkpoint and in the export."""
+    return {"manifest_hash": data.manifest_hash, "sha256s": data.sha256s, "class_names": data.class_names,
+            "mode": config.data.mode, "channels": config.channels, "split_hash": split_hash, "seed": config.seed}
+
+
+def start_or_resume(config: DomainConfig, data: TrainingData, ckpt_dir: Path) -> tuple[GeneratorTrainer, int]:
+    """A fresh trainer, or one restored from the newest readable checkpoint; returns (trainer, first step)."""
+    trainer = GeneratorTrainer(config.generator, config.channels, len(data.class_names), config.seed)
     found = load_latest_checkpoint(ckpt_dir, map_location="cpu")
-    if found is not None:
-        state, path = found
-        _check_resumable(state, gcfg, data, path)
-        trainer.load_state_dict(state)
-        start = resumed_from = int(state["step"])
+    if found is None:
+        return trainer, 0
+    state, path = found
+    _check_resumable(state, config.generator, data, path)
+    trainer.load_state_dict(state)
+    return trainer, int(state["step"])
+
+
+def run_steps(trainer: GeneratorTrainer, config: DomainConfig, data: TrainingData, start: int, ckpt_dir: Path,
+              identity: dict[str, Any], progress: bool,
+              on_step: Callable[[int, float], None] | None) -> tuple[list[tuple[int, float]], float]:
+    """Optimizer steps ``start`` .. ``train_steps``, checkpointing; returns ((step, loss) list, seconds)."""
+    gcfg = config.generator
     accelerator = trainer.accelerator
     total = gcfg.train_steps
+    losses: list[tuple[int, float]] = []
     bar = tqdm(total=total, initial=start, desc="generator", unit="step",
                disable=not progress or not accelerator.is_main_process)
-    began, done = time.perf_counter(), 0
+    began = time.perf_counter()
     for step in range(start, total):
         idx = batch_indices(len(data.labels), gcfg.batch_size, step, config.seed,
                             accelerator.process_index, accelerator.num_processes)
         loss = trainer.train_step(data.images[idx], data.labels[idx], step)
-        done += 1
         losses.append((step + 1, loss))
-        rate = done * gcfg.batch_size * accelerator.num_processes / (time.perf_counter() - began)
+        rate = len(losses) * gcfg.batch_size * accelerator.num_processes / (time.perf_counter() - began)
         bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
         bar.update(1)
         if (step + 1) % gcfg.checkpoint_every == 0 or step + 1 == total:
@@ -186,17 +226,25 @@ def train_generator(config: DomainConfig, data: TrainingData, out_dir: Path, spl
         if on_step is not None:
             on_step(step + 1, loss)
     bar.close()
-    seconds = time.perf_counter() - began
-    model_path = out_dir / "pipeline"
-    if accelerator.is_main_process:
-        syn = config.synthesis
-        sampler = make_sampler(syn.sampler, noise_schedule(trainer.noise_scheduler.config), syn.steps)
-        export_pipeline(model_path, trainer.unet_kwargs, trainer.ema_state_dict(), sampler, data.class_names,
+    return losses, time.perf_counter() - began
+
+
+def noise_settings(gcfg: GeneratorConfig) -> dict[str, Any]:
+    return {"num_train_timesteps": gcfg.num_train_timesteps, "beta_schedule": gcfg.beta_schedule,
+            "prediction_type": gcfg.prediction_type}
+
+
+def export_generator(trainer: GeneratorTrainer, config: DomainConfig, model_path: Path,
+                     identity: dict[str, Any]) -> Path:
+    """Export the EMA weights as a ClassConditionalPipeline folder whose scheduler is the configured sampler
+    with all its settings (``scheduler/scheduler_config.json`` holds the full scheduler config)."""
+    syn = config.synthesis
+    if trainer.accelerator.is_main_process:
+        sampler = make_sampler(syn.sampler, noise_settings(config.generator), syn.steps, syn)
+        export_pipeline(model_path, trainer.unet_kwargs, trainer.ema_state_dict(), sampler, identity["class_names"],
                         config.data.mode, syn.steps, syn.guidance_scale, identity)
-    accelerator.wait_for_everyone()
-    return TrainResult(model_path, total, resumed_from, losses, seconds,
-                       done * gcfg.batch_size * accelerator.num_processes / seconds if seconds > 0 and done else 0.0,
-                       count_parameters(trainer.unwrapped))
+    trainer.accelerator.wait_for_everyone()
+    return model_path
 
 
 def _gcfg_dict(config: GeneratorConfig) -> dict[str, Any]:
@@ -209,6 +257,8 @@ def _check_resumable(state: dict[str, Any], config: GeneratorConfig, data: Train
         raise ConfigError(f"checkpoint {path} was trained on other images (manifest hash "
                           f"{state['data']['manifest_hash']} != {data.manifest_hash}); use a fresh output folder")
     saved, current = dict(state["generator_config"]), _gcfg_dict(config)
+    for key, legacy in GENERATOR_LEGACY_VALUES.items():  # a checkpoint from before the setting existed
+        saved.setdefault(key, legacy)
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:
         raise ConfigError(f"checkpoint {path} was made with different generator settings ({', '.join(changed)}); "
