@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from gen_helpers import TINY_GENERATOR
-from oracle import oracle_generator, templates
+from oracle import class_masks, oracle_generator
 from pipeline.config import GeneratorConfig, SynthesisConfig
 from pipeline.generator.data import to_model_range
 from pipeline.generator.model import build_unet
@@ -16,7 +16,10 @@ from pipeline.generator.synthesis import RealSample, synthesize
 
 
 def _real(size: int = 16) -> RealSample:
-    images = ((templates(-1.0, 0.5, size).flatten(0, 1) + 1) * 127.5).round().to(torch.uint8)
+    """Three images per class of the oracle's distribution: black background (levels 0, 10, 20), a square."""
+    masks = class_masks(size)
+    images = torch.stack([torch.where(masks[c], 191, level).to(torch.uint8)[None]
+                          for c in (0, 1) for level in (0, 10, 20)])
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
     return RealSample(images, labels, [f"{i:064x}" for i in range(6)])
 
