@@ -159,7 +159,7 @@ def run_row(domain: str, index: int, data: str, runs_root: str, until: str, prog
             "signal": row_signal(config, record), "selection": synthesis.get("selection"),
             "synthesis": {k: synthesis.get(k) for k in ("x0_clip", "timestep_spacing", "guidance_scale", "synthesis_mode",
                                                         "strength", "nn_distance_median", "seed_distance_median",
-                                                        "generator_path")},
+                                                        "generator", "generator_path")},
             "generator": {k: record.stages["generator"]["summary"].get(k) for k in (
                 "steps", "continued_from", "ema_decay_reached", "mean_loss_last_50", "train_seconds")},
             "compute_minutes": computed_minutes(record), "run_dir": str(record.run_dir),

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from pipeline.config import deep_merge, load_domain_config  # noqa: E402
-from pipeline.generator.data import to_uint8  # noqa: E402
-from pipeline.generator.sampling import image_seed, load_generator, sample  # noqa: E402
+from pipeline.generator.sampling import image_seed, load_pipeline  # noqa: E402
+from pipeline.generator.synthesis import render  # noqa: E402
 from pipeline.generator.stage import real_sample, train_generator_stage  # noqa: E402
 from pipeline.quality.signals import class_statistics, intensity_gap  # noqa: E402
 from pipeline.run import run_domain  # noqa: E402
@@ -60,15 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         split_path = record.stages["split"]["split"]
         generator = train_generator_stage(config, split_path, progress=False)
         real = real_sample(config, split_path)
-        class_names = load_generator(generator.checkpoint_path).class_names
+        loaded = load_pipeline(generator.pipeline_path)
+        class_names = list(loaded.config.class_names)
         real_stats = class_statistics(real.images, real.labels, class_names)
-        loaded = load_generator(generator.checkpoint_path)
         for clip in CLIPS:
             syn = config.synthesis.model_copy(update={"x0_clip": clip, "timestep_spacing": "trailing"})
             labels = [c for c in range(len(class_names)) for _ in range(args.per_class)]
             seeds = [image_seed(config.seed + 2, c, i) for c in range(len(class_names)) for i in range(args.per_class)]
             started = time.perf_counter()
-            images = torch.cat([to_uint8(sample(loaded, labels[k:k + 32], seeds[k:k + 32], settings=syn))
+            images = torch.cat([render(loaded, labels[k:k + 32], seeds[k:k + 32], syn)
                                 for k in range(0, len(labels), 32)])
             stats = class_statistics(images, torch.tensor(labels), class_names)
             gap = intensity_gap(stats, real_stats)

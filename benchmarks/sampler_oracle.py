@@ -9,7 +9,7 @@ background mean against the data's. Results: benchmarks/results/ablation/sampler
 import sys, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tests" / "generator"))
 from oracle import oracle_generator, background_mask, expected_background
-from pipeline.generator.sampling import sample
+from pipeline.generator.synthesis import render
 from pipeline.config import SynthesisConfig
 n = 12
 labels = [i % 2 for i in range(n)]; seeds = list(range(n))
@@ -22,6 +22,6 @@ for pred in ["epsilon", "v_prediction"]:
                 for spacing in ["linspace", "trailing"]:
                     for g in [2.0]:
                         cfg = SynthesisConfig(x0_clip=clip, timestep_spacing=spacing, guidance_scale=g, steps=20)
-                        out = sample(oracle_generator(pred, bg, fg, err), labels, seeds, settings=cfg)
+                        out = render(oracle_generator(pred, bg, fg, err), labels, seeds, cfg).float() / 127.5 - 1
                         m = out[:, 0][:, mask].mean().item()
                         print(f"{pred:12s} bg={bg:+.0f} exp={exp:+.3f} err={err} clip={clip:8s} {spacing:9s} g={g} bg_mean={m:+.3f} dev={abs(m-exp):.3f}", flush=True)

@@ -22,7 +22,8 @@ import math
 import torch
 from diffusers import DDPMScheduler
 
-from pipeline.generator.sampling import LoadedGenerator
+from pipeline.generator.pipeline import ClassConditionalPipeline
+from pipeline.generator.sampling import make_sampler
 
 LEVEL_SCALE = 0.15  # scale of the half-normal per-image background offset
 GRID = 801
@@ -51,6 +52,8 @@ class OracleDenoiser(torch.nn.Module):
     def __init__(self, noise: dict, edge: float, foreground: float, error: float, size: int = 16) -> None:
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
+        # what ClassConditionalPipeline reads from a UNet2DModel
+        self.config = type("Config", (), {"sample_size": size, "in_channels": 1, "num_class_embeds": 3})()
         self.alphas = DDPMScheduler(**noise).alphas_cumprod.double()
         self.prediction_type = noise["prediction_type"]
         self.error, self.foreground = error, foreground
@@ -58,6 +61,14 @@ class OracleDenoiser(torch.nn.Module):
         u = torch.linspace(0, 6 * LEVEL_SCALE, GRID, dtype=torch.float64)
         self.levels = edge - math.copysign(1.0, edge) * u  # background value for each grid point
         self.log_prior = torch.log_softmax(-(u**2) / (2 * LEVEL_SCALE**2), 0)
+
+    @property
+    def device(self) -> torch.device:
+        return self.anchor.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.anchor.dtype
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor):
         a = self.alphas[int(t)]
@@ -88,7 +99,10 @@ class OracleDenoiser(torch.nn.Module):
 
 
 def oracle_generator(prediction_type: str, edge: float, foreground: float, error: float,
-                     size: int = 16) -> LoadedGenerator:
+                     size: int = 16) -> ClassConditionalPipeline:
+    """The oracle denoiser inside the project's pipeline (synthesis swaps in the configured sampler)."""
     noise = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "prediction_type": prediction_type}
-    return LoadedGenerator(OracleDenoiser(noise, edge, foreground, error, size), ["top", "bottom"], 1, "L", size,
-                           noise, {})
+    pipe = ClassConditionalPipeline(OracleDenoiser(noise, edge, foreground, error, size), make_sampler("ddim", noise, 10),
+                                    class_names=["top", "bottom"], mode="L")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from pipeline.config import deep_merge, load_domain_config
-from pipeline.generator.data import TrainingData, to_uint8
-from pipeline.generator.sampling import load_generator, sample
+from pipeline.generator.data import TrainingData
+from pipeline.generator.sampling import load_pipeline
+from pipeline.generator.synthesis import render
 from pipeline.generator.train import train_generator
 from pipeline.quality.signals import class_statistics
 
@@ -50,9 +51,8 @@ def test_shipped_settings_learn_brightness_and_black_background(tmp_path: Path) 
     assert config.generator.prediction_type == shipped.prediction_type and config.generator.snr_gamma == shipped.snr_gamma
     data = TrainingData(images, labels, ["disc", "square"], [f"{i:064x}" for i in range(len(labels))], "black")
     result = train_generator(config, data, tmp_path / "gen", "split", progress=False)
-    loaded = load_generator(result.model_path)
     n = 24
-    out = to_uint8(sample(loaded, [0] * n + [1] * n, list(range(2 * n)), settings=config.synthesis))
+    out = render(load_pipeline(result.model_path), [0] * n + [1] * n, list(range(2 * n)), config.synthesis)
     real = class_statistics(images, labels, data.class_names)
     synthetic = class_statistics(out, torch.tensor([0] * n + [1] * n), data.class_names)
     for name in data.class_names:
@@ -72,5 +72,6 @@ def test_gpu_profile_generator_builds_trains_one_step_and_samples_on_cpu(tmp_pat
     data = TrainingData(images, torch.tensor([0, 1, 2, 3]), ["a", "b", "c", "d"], [f"{i:064x}" for i in range(4)], "g")
     result = train_generator(config, data, tmp_path / "gen", "split", progress=False)
     assert result.steps == 1 and np.isfinite(result.losses[0][1])
-    out = sample(load_generator(result.model_path), [0, 3], [1, 2], steps=2, settings=config.synthesis)
-    assert out.shape == (2, 1, size, size) and torch.isfinite(out).all()
+    two_steps = config.synthesis.model_copy(update={"steps": 2})
+    out = render(load_pipeline(result.model_path), [0, 3], [1, 2], two_steps)
+    assert out.shape == (2, 1, size, size) and out.dtype == torch.uint8

@@ -11,8 +11,9 @@ from oracle import class_masks, oracle_generator
 from pipeline.config import GeneratorConfig, SynthesisConfig
 from pipeline.generator.data import to_model_range
 from pipeline.generator.model import build_unet
-from pipeline.generator.sampling import LoadedGenerator, sample
-from pipeline.generator.synthesis import RealSample, synthesize
+from pipeline.generator.pipeline import ClassConditionalPipeline
+from pipeline.generator.sampling import make_sampler
+from pipeline.generator.synthesis import RealSample, render, synthesize
 
 
 def _real(size: int = 16) -> RealSample:
@@ -28,7 +29,7 @@ def test_real_seeded_manifest_records_seed_and_distances(tmp_path: Path) -> None
     torch.manual_seed(0)
     model = build_unet(GeneratorConfig(**TINY_GENERATOR), 1, num_classes=2).eval()
     noise = {"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2", "prediction_type": "v_prediction"}
-    gen = LoadedGenerator(model, ["top", "bottom"], 1, "L", 16, noise, {})
+    gen = ClassConditionalPipeline(model, make_sampler("ddim", noise, 5), class_names=["top", "bottom"], mode="L")
     config = SynthesisConfig(per_class=4, steps=5, mode="real-seeded", strength=0.4, batch_size=8)
     real = _real()
     manifest = synthesize(gen, tmp_path, config, seed=3, generator_hash="h", progress=False, real=real)
@@ -47,7 +48,7 @@ def test_strength_sets_how_far_an_image_moves_from_its_seed() -> None:
     init = to_model_range(real.images[seed_rows])
     distances = []
     for strength in (0.1, 0.5, 0.95):
-        out = sample(gen, [0, 1], [5, 6], settings=SynthesisConfig(), init=init, strength=strength)
+        out = render(gen, [0, 1], [5, 6], SynthesisConfig(), init=init, strength=strength).float() / 127.5 - 1
         distances.append(float((out - init).abs().mean()))
     assert distances[0] < 0.02  # barely noised: the seed comes back
     assert distances[0] <= max(distances[1:])

@@ -16,7 +16,7 @@ import pytest
 
 from oracle import background_mask, expected_background, oracle_generator
 from pipeline.config import load_domain_config
-from pipeline.generator.sampling import sample
+from pipeline.generator.synthesis import render
 
 TOLERANCE = 0.05  # in [-1, 1] units: 2.5% of the 0-255 range, ~6 gray levels
 ERROR = 0.05  # the denoiser's added error, in units of its output (epsilon or v)
@@ -26,7 +26,7 @@ CASES = [(-1.0, 0.5), (1.0, -0.2)]  # (background edge, foreground)
 def _background_mean(prediction_type: str, edge: float, foreground: float, synthesis) -> float:
     gen = oracle_generator(prediction_type, edge, foreground, ERROR)
     labels = [i % 2 for i in range(12)]
-    out = sample(gen, labels, list(range(12)), settings=synthesis)
+    out = render(gen, labels, list(range(12)), synthesis).float() / 127.5 - 1  # uint8 back to [-1, 1]
     return float(out[:, 0][:, background_mask()].mean())
 
 
