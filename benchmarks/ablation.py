@@ -11,7 +11,7 @@ Writes, after every finished row (so a partial run still leaves results):
                                                 accuracy and macro-F1 (and fold mean +- std), the selection
                                                 signal of its synthetic set, compute minutes, the command
     benchmarks/results/ablation/<domain>.md     the table, the shrinks against the study, the notes
-    benchmarks/results/ablation/<domain>-grid.png   real vs synthetic samples of the last finished row
+    benchmarks/results/ablation/<domain>-row<N>-grid.png   real vs synthetic samples (``--grids``)
 
 ``--rows 1,2`` runs some rows; ``--until generator`` only trains (resumable chunks: run it under
 ``timeout`` as often as needed). A row already in the JSON is kept unless ``--redo``.
@@ -167,6 +167,23 @@ def run_row(domain: str, index: int, data: str, runs_root: str, until: str, prog
             "notes": record.stages["classifiers"]["summary"].get("notes", []), "device": record.meta.get("device")}
 
 
+def write_grid(domain: str, row: dict[str, Any], per_row: int = 8) -> Path:
+    """Real (the 20% sample) vs synthetic images per class of one finished row, same gray scale, 64 px."""
+    from reports.grids import class_grid
+
+    record = json.loads((Path(row["run_dir"]) / "run.json").read_text())["stages"]
+    split = read_table(record["split"]["split"])
+    train = split[split["split"] == "train"].sort_values("sha256")
+    synthetic = read_table(record["synthesis"]["manifest"])
+    rows: dict[str, list[str]] = {}
+    for label in sorted(train["label"].unique()):
+        rows[f"{label} / real"] = train[train["label"] == label]["path"].head(per_row).tolist()
+        rows[f"{label} / synth"] = synthetic[synthetic["label"] == label]["path"].head(per_row).tolist()
+    target = RESULTS_DIR / f"{domain}-row{row['row']}-grid.png"
+    return class_grid(rows, target, mode=str(synthetic["mode"].iloc[0]), tile=64, source_size=64,
+                      title=f"{domain} row {row['row']}: {row['name']} (real 20% sample vs synthetic)")
+
+
 ARMS_ORDER = ("synthetic", "real", "real+aug", "real+synthetic", "synthetic->real")
 
 
@@ -241,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until", default="classifiers", choices=("generator", "synthesis", "classifiers"))
     parser.add_argument("--redo", action="store_true", help="recompute rows already in the results JSON")
     parser.add_argument("--note", default=None, help="text for the Note section (kept until replaced)")
+    parser.add_argument("--grids", action="store_true", help="only write the sample grids of finished rows")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
@@ -251,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.note:
         payload["note"] = args.note
     wanted = [int(r) for r in args.rows.split(",")] if args.rows else list(range(1, len(ROWS) + 1))
+    if args.grids:
+        for number in wanted:
+            if str(number) in payload["rows"]:
+                print(f"wrote {write_grid(args.domain, payload['rows'][str(number)])}")
+        return 0
     if not Path(args.data).exists():
         print(f"ablation: skipped: dataset not found at {args.data!r}")
         return 0
