@@ -223,7 +223,7 @@ class GeneratorConfig(Section):
 # the behaviour from before the setting existed: at that value the setting is left out of cache keys and
 # checkpoint comparisons, so a generator trained before the setting existed is still found and resumed.
 GENERATOR_LEGACY_VALUES: dict[str, Any] = {"ema_power": 2.0 / 3.0, "snr_gamma": 0.0}
-X0Clip = Literal["off", "clip", "dynamic"]
+X0Clip = Literal["auto", "off", "clip", "dynamic"]
 X0_CLIPS: tuple[str, ...] = typing.get_args(X0Clip)
 SynthesisMode = Literal["noise", "real-seeded"]
 SYNTHESIS_MODES: tuple[str, ...] = typing.get_args(SynthesisMode)
@@ -247,9 +247,13 @@ class SynthesisConfig(Section):
     # What happens to the sampler's intermediate x0 predictions: "off" = nothing (the final image is clamped
     # to the data range once), "clip" = hard clip to [-1, 1] at every step (pulls data at the range edge,
     # e.g. black MRI background, inwards), "dynamic" = Imagen's dynamic thresholding (percentile
-    # dynamic_threshold_ratio, at most dynamic_threshold_max). Chosen by measurement (tests/generator/
-    # test_sampler_oracle.py, benchmarks/results/ablation/brain-mri-defaults.md).
-    x0_clip: X0Clip = "off"
+    # dynamic_threshold_ratio, at most dynamic_threshold_max), "auto" = off for a v-prediction generator,
+    # clip for an epsilon one. Measured (benchmarks/results/ablation/sampler-oracle.md, brain-mri-defaults.md):
+    # clipping biases a background at the range edge in proportion to the model's error and dynamic
+    # thresholding more, while "off" stays within the sample's spread; a v-prediction generator is best
+    # with "off" (intensity gap 0.010 vs 0.011 clip, 0.035 dynamic), an epsilon one needs the clip (its
+    # x0 = (x - sigma eps) / alpha explodes at t = T of the cosine schedule: 0.197 clip vs 0.218 off).
+    x0_clip: X0Clip = "auto"
     dynamic_threshold_ratio: float = Field(0.995, gt=0, le=1)
     dynamic_threshold_max: float = Field(1.5, ge=1)
     # "trailing" starts every sampler at t = T (pure noise, as the model was trained); diffusers' "leading"

@@ -47,7 +47,7 @@ def make_sampler(name: str, noise: dict[str, Any], steps: int,
     This is the one place schedulers are built: ``synthesis``, ``generator sample`` and ``generator grid``
     all come through here with the same settings.
     """
-    opts = _settings(settings)
+    opts = {**_settings(settings), "prediction_type": noise["prediction_type"]}
     common = {"num_train_timesteps": noise["num_train_timesteps"], "beta_schedule": noise["beta_schedule"],
               "prediction_type": noise["prediction_type"], "timestep_spacing": opts["timestep_spacing"],
               **_x0_clip_kwargs(name, opts)}
@@ -85,6 +85,8 @@ def _x0_clip_kwargs(name: str, opts: dict[str, Any]) -> dict[str, Any]:
     mode = opts["x0_clip"]
     if mode not in X0_CLIPS:
         raise ConfigError(f"synthesis.x0_clip = {mode!r} is invalid; expected one of {', '.join(X0_CLIPS)}")
+    if mode == "auto":  # measured: v-prediction is best unclipped, epsilon needs the clip (see SynthesisConfig)
+        mode = "off" if opts.get("prediction_type") == "v_prediction" else "clip"
     if mode == "dynamic":
         return {"thresholding": True, "dynamic_thresholding_ratio": opts["dynamic_threshold_ratio"],
                 "sample_max_value": opts["dynamic_threshold_max"],

@@ -63,7 +63,9 @@ def test_exported_pipeline_reproduces_synthesis_in_a_fresh_process(tmp_path: Pat
     assert index["training_data"]["manifest_hash"] == generator.summary["manifest_hash"]
     assert index["training_data"]["split_hash"] == generator.summary["split_hash"] == split.split_hash
     scheduler = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
-    assert scheduler["algorithm_type"] == "sde-dpmsolver++" and scheduler["thresholding"] is True
+    # the full scheduler config of the configured sampler: v-prediction, so x0_clip auto = no clipping
+    assert scheduler["algorithm_type"] == "sde-dpmsolver++" and scheduler["thresholding"] is False
+    assert scheduler["timestep_spacing"] == "trailing" and scheduler["prediction_type"] == "v_prediction"
     assert scheduler["beta_schedule"] == config.generator.beta_schedule
     assert scheduler["lambda_min_clipped"] == pytest.approx(-5.1)
 

@@ -70,11 +70,12 @@ def test_a_checkpoint_from_before_the_new_settings_resumes_only_with_their_legac
 
 def test_a_longer_run_continues_the_finished_shorter_one(tmp_path: Path) -> None:
     data_dir = write_toy_folder(tmp_path / "toy", per_class=12)
-    short = tiny_config(tmp_path, {"train_steps": 3, "checkpoint_every": 3}, data={"min_side": 16},
+    data = {"min_side": 16, "class_names": ["top", "bottom"]}
+    short = tiny_config(tmp_path, {"train_steps": 3, "checkpoint_every": 3}, data=data,
                         split={"train_fraction": 0.5, "cv_folds": 2})
     split = split_stage(short, ingest_stage(short, data_dir, progress=False).manifest_path)
     first = train_generator_stage(short, split.split_path, progress=False)
-    longer = tiny_config(tmp_path, {"train_steps": 5, "checkpoint_every": 3}, data={"min_side": 16},
+    longer = tiny_config(tmp_path, {"train_steps": 5, "checkpoint_every": 3}, data=data,
                          split={"train_fraction": 0.5, "cv_folds": 2})
     second = train_generator_stage(longer, split.split_path, progress=False)
     assert second.key != first.key and second.summary["continued_from"] == 3
