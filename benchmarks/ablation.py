@@ -44,8 +44,8 @@ _CLF_FIELDS = set(ClassifierConfig.model_fields)
 # Shared by every row: the shrink of the study's protocol to a 2-core CPU (listed in the .md).
 BASE: dict[str, Any] = {
     "generator": {"checkpoint_every": 100, "keep_checkpoints": 3},
-    "synthesis": {"per_class": 50, "steps": 20, "reference_steps": 150, "select_per_class": 8,
-                  "guidance_candidates": [1.0, 1.25, 1.5, 2.0, 3.0], "strength_candidates": [0.4, 0.6, 0.8],
+    "synthesis": {"per_class": 50, "steps": 20, "reference_steps": 150, "select_per_class": 4,
+                  "guidance_candidates": [1.0, 1.5, 2.0, 3.0], "strength_candidates": [0.4, 0.6, 0.8],
                   "checkpoint_candidates": 2},
     "split": {"cv_folds": 3},
     "classifiers": {"architectures": ["resnet18"], "image_size": 64},
@@ -243,7 +243,8 @@ SHRINKS = """- one architecture (resnet18, from scratch: no pretrained weights o
 - classifiers, rows 1-2: today's epochs budget (8 epochs, patience 4, 90 s safety net, validation on the arm's
   own fold); rows 3-7: 150 optimizer steps per fit for every arm (batch 32), validation every 25 steps on the
   real fold, early stopping only after 75 steps
-- selection: 8 images per class per candidate, the reference classifier 150 steps per fold (3 folds)
+- selection: 4 images per class per candidate, guidance 1 / 1.5 / 2 / 3, the 2 newest checkpoints, the
+  reference classifier 150 steps per fold (3 folds)
 - the synthetic->real arm (pretrain on synthetic, fine-tune on real, same total steps) only in rows 3 and 7
 - rows 1-2 ran on the classifier code before issue 8's classifier changes; rows 3-7 on efficacy-clf's
   step budgets / real-fold validation / MONAI real+aug / synthetic->real code"""
