@@ -121,7 +121,7 @@ def test_budget_and_profile_must_agree(layered: tuple[Path, Path]) -> None:
     _, budget = layered
     with pytest.raises(ConfigError, match="made for profile 'cpu', not 'gpu'"):
         load_domain_config("demo", "gpu", budget=budget)
-    with pytest.raises(ConfigError, match="unknown budget 'tiny'; available budgets: cpu-full, cpu-quick, gpu"):
+    with pytest.raises(ConfigError, match="unknown budget 'tiny'; available budgets: cpu-full, cpu-medium, cpu-quick, gpu"):
         load_domain_config("demo", budget="tiny")
 
 
