@@ -221,6 +221,13 @@ classifier; gap = mean |synthetic - real| of per-class mean / std / background, 
 
 {chr(10).join(lines)}
 
+Code: {payload.get('code', 'this checkout')}
+
+## Sample grids (real 20% sample vs synthetic, one gray scale, 64 px)
+
+{chr(10).join(f'![row {r["row"]}]({domain}-row{r["row"]}-grid.png)' for r in rows
+              if (RESULTS_DIR / f'{domain}-row{r["row"]}-grid.png').is_file()) or '- none written yet (--grids)'}
+
 ## Selection (every candidate's score)
 
 {chr(10).join(selections) or '- no row used selection yet'}
