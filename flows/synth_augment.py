@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import math
 import re
+import shlex
 import threading
 import time
 from importlib import metadata
@@ -41,7 +42,8 @@ from pydantic import Field
 
 from pipeline.config import DomainConfig, hash_payload, load_domain_config
 from pipeline.errors import ConfigError
-from pipeline.run import ALL_STAGES, STAGES, Stage, device_description, stages_until, start_run, synthetic_manifest
+from pipeline.run import (ALL_STAGES, STAGES, Stage, code_version, device_description, stages_until, start_run,
+                          synthetic_manifest)
 from pipeline.store import COMPLETE_MARKER, RunStore
 
 FLOW_NAME = "synth-augment"
@@ -368,8 +370,9 @@ def synth_augment(domain: str = "demo", data: str | None = None, profile: Litera
     if data is None and config.data.path is None and config.name in DEMO_DOMAINS:
         data = demo_data_path(config, progress)
     record = start_run(config)
-    record.meta.update(device=device_description(), front_door="prefect", task_runner=task_runner)
-    done: dict[str, Any] = {"data": data}
+    record.meta.update(device=device_description(), front_door="prefect", task_runner=task_runner,
+                       code_version=code_version(), command=" ".join(shlex.quote(arg) for arg in sys.argv))
+    done: dict[str, Any] = {"data": data, "run_dir": record.run_dir}  # the report stage renders this run
     for stage in stages_until(until):
         if not stage.when(config):
             continue

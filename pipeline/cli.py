@@ -6,6 +6,7 @@
     synth-augment classifiers --domain D     the CNN panel: every arm, k-fold CV, held-out evaluation
     synth-augment run --domain D             every stage, end to end
     synth-augment generator train|sample|grid --domain D   the diffusion generator and the synthetic set
+    synth-augment report --domain D          re-render the latest finished run's HTML report (no training)
 
 Every command takes --profile, --budget and --set KEY=VALUE (see pipeline/config.py for the layering).
 User errors (bad config, unusable data) print one clear message and exit with status 2.
@@ -63,9 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from classifiers.cli import register as register_classifiers
     from pipeline.generator.cli import register as register_generator
+    from reports.cli import register as register_report
 
     parents = Parents(common, domain_args)
-    for register in (register_core, register_generator, register_classifiers):  # a new command: one more here
+    # a new command: one more here
+    for register in (register_core, register_generator, register_classifiers, register_report):
         register(sub, parents)
     return parser
 
@@ -201,7 +204,19 @@ def _print_run(stages: dict[str, Any], run_dir: Any) -> None:
         print(f"quality report: {stages['quality']['report']}")
     if "classifiers" in stages:
         _print_classifiers(stages["classifiers"])
+    if "explain" in stages:
+        _print_explanations(stages["explain"])
     print(f"run record and resolved config: {run_dir}")
+    if "report" in stages:
+        print(f"report: {stages['report']['path']}")
+
+
+def _print_explanations(info: dict[str, Any]) -> None:
+    summary = info.get("summary") or {}
+    if summary.get("not_run"):
+        print(f"explanations: not run ({summary['not_run']})")
+    else:
+        print(f"explanations: {summary.get('explanations', 0)} LIME explanations in {info.get('directory')}")
 
 
 def _print_classifiers(info: dict[str, Any]) -> None:

@@ -379,6 +379,26 @@ class QualityConfig(Section):
         return value
 
 
+Segmentation = Literal["slic", "quickshift", "felzenszwalb"]
+
+
+class ReportConfig(Section):
+    """LIME explanations and the HTML report (used by reports/)."""
+
+    explain: bool = True  # run LIME; false leaves the report's Explanations section as "not run"
+    num_samples: int = Field(1000, ge=10)  # perturbed images per explanation (LIME's neighbourhood)
+    batch_size: int = Field(256, ge=1)  # perturbed images per model call (LIME's own default is 10)
+    segmentation: Segmentation = "slic"  # superpixels on the gray image rendered to 3 channels
+    n_segments: int = Field(40, ge=2)  # slic/felzenszwalb target count (quickshift: ~8 at 128 px, too coarse)
+    compactness: float = Field(10.0, gt=0)  # slic: shape regularity (higher = squarer superpixels)
+    top_k: int = Field(5, ge=1)  # superpixels reported per explanation
+    top_fraction: float = Field(0.2, gt=0, lt=1)  # share of pixels counted as a map's "top region" (for IoU)
+    real_per_kind: int = Field(1, ge=0)  # held-out images per class for each of: confident-correct,
+    #                                      misclassified, most uncertain
+    synthetic_per_class: int = Field(3, ge=0)  # synthetic images explained per class
+    bootstrap_resamples: int = Field(2000, ge=100)  # paired bootstrap of the accuracy difference to real-only
+
+
 class DomainConfig(Section):
     """Everything one run of one domain needs; saved, resolved, next to every run."""
 
@@ -394,6 +414,7 @@ class DomainConfig(Section):
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
     classifiers: ClassifierConfig = Field(default_factory=ClassifierConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     @field_validator("name")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -192,6 +193,28 @@ def _classifiers_info(out: Any) -> dict[str, Any]:
     return dict(key=out.key, cached=out.cached, results=out.results_path, summary=out.summary)
 
 
+def _explain(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
+    from reports.lime_explain import explain_stage
+
+    synthesis = done.get("synthesis")  # LIME explains generated images, whatever the quality filter kept
+    return explain_stage(config, done["classifiers"].results_path,
+                         None if synthesis is None else synthesis.manifest_path, progress=progress)
+
+
+def _explain_info(out: Any) -> dict[str, Any]:
+    return dict(key=out.key, cached=out.cached, directory=out.directory, summary=out.summary)
+
+
+def _report(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
+    from reports.html import report_stage
+
+    return report_stage(config, done["run_dir"])  # reads run.json as written so far: every stage before it
+
+
+def _report_info(out: Any) -> dict[str, Any]:
+    return dict(cached=False, path=out.path, size_bytes=out.size_bytes)
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("ingest", _ingest, _ingest_info),
     Stage("split", _split, _split_info),
@@ -201,6 +224,8 @@ STAGES: tuple[Stage, ...] = (
           reads=("seed", "data", "split", "generator", "synthesis")),
     Stage("quality", _quality, _quality_info, tags=("gpu",), when=lambda config: config.quality.enabled),
     Stage("classifiers", _classifiers, _classifiers_info, tags=("gpu",), fan_out=True),
+    Stage("explain", _explain, _explain_info, tags=("gpu",)),
+    Stage("report", _report, _report_info),
 )
 ALL_STAGES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
 
@@ -212,13 +237,35 @@ def stages_until(until: str) -> tuple[Stage, ...]:
     return STAGES[:ALL_STAGES.index(until) + 1]
 
 
+def code_version() -> str:
+    """The checkout's git commit (with "+dirty" when it has uncommitted changes), else the package version."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"synth-augment {version('synth-augment')} (no git checkout)"
+        except PackageNotFoundError:
+            return "unknown"
+
+
 def run_domain(config: DomainConfig, data_path: str | os.PathLike[str] | None = None, progress: bool = True,
                until: str = ALL_STAGES[-1]) -> RunRecord:
     """Run the stages in order up to and including ``until``; returns the run record."""
     stages = stages_until(until)
     record = start_run(config)
     record.meta["device"] = device_description()
-    done: dict[str, Any] = {"data": data_path}
+    record.meta["code_version"] = code_version()
+    record.meta["command"] = " ".join(shlex.quote(arg) for arg in sys.argv)
+    done: dict[str, Any] = {"data": data_path, "run_dir": record.run_dir}
     for stage in stages:
         if not stage.when(config):
             continue

@@ -23,6 +23,7 @@ TINY = {
     "split": {"cv_folds": 2},
     "classifiers": {"architectures": ["resnet18"], "image_size": 32, "max_epochs": 1,
                     "pretrained": False, "batch_size": 16},
+    "report": {"num_samples": 20, "real_per_kind": 1, "synthetic_per_class": 1, "n_segments": 8},
 }
 
 
@@ -43,8 +44,11 @@ def test_run_domain_chains_every_stage_and_reuses_them(tmp_path: Path) -> None:
     check_results_match_stored_fits(results, Path(first.stages["classifiers"]["results"]).parent,
                                     Path(config.runs_root) / "demo" / "classifier-fits", config.data.class_names)
 
+    assert (first.run_dir / "report.html").is_file()
+
     second = run_domain(config, data, progress=False)
-    assert all(info["cached"] for info in second.stages.values()), second.stages
+    assert all(info["cached"] for name, info in second.stages.items() if name != "report"), second.stages
+    assert second.stages["explain"]["key"] == first.stages["explain"]["key"]
     assert second.stages["classifiers"]["key"] == first.stages["classifiers"]["key"]
 
 
@@ -75,3 +79,4 @@ def test_cli_run_prints_every_stage_and_the_results(tmp_path: Path, capsys) -> N
     for stage in ALL_STAGES:
         assert f"[{stage}] done" in out
     assert "held-out real test accuracy" in out and "synthetic/resnet18" in out and "results table:" in out
+    assert out.strip().splitlines()[-1].startswith("report: ") and out.strip().endswith("report.html")

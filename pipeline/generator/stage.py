@@ -32,7 +32,7 @@ from pipeline.generator.synthesis import RealSample, synthesize
 from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
 from pipeline.image_tensors import domain_cache_dir
 from pipeline.stages import load_split
-from pipeline.store import COMPLETE_MARKER, RunStore, atomic_write_json, atomic_write_table
+from pipeline.store import COMPLETE_MARKER, RunStore, atomic_write_json, atomic_write_table, read_json
 
 GENERATOR_STAGE, SYNTHESIS_STAGE = "generator", "synthesis"
 
@@ -114,7 +114,9 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
     lineage = generator_key(config, split.split_hash, class_names, with_steps=False)
     continued_from = continue_shorter_run(store, lineage, config.generator.train_steps, directory / "checkpoints")
     data = load_training_data(config, split, domain_cache_dir(config.runs_root, config.name), progress=progress)
-    result = train_generator(config, data, directory, split.split_hash, progress=progress)
+    loss_log = LossLog(directory / "losses.json", config.generator.checkpoint_every)
+    result = train_generator(config, data, directory, split.split_hash, progress=progress, on_step=loss_log)
+    loss_log.save()
     digest = folder_sha256(result.model_path)
     per_class = {name: int((data.labels == i).sum()) for i, name in enumerate(class_names)}
     summary = {"pipeline_path": str(result.model_path), "pipeline_hash": digest, "steps": result.steps,
@@ -134,6 +136,28 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
     store.mark_complete(GENERATOR_STAGE, key, summary)
     store.latest_link(GENERATOR_STAGE, key)
     return GeneratorOutput(key, directory, result.model_path, digest, summary, split_path=Path(split_path))
+
+
+class LossLog:
+    """The training loss per step in ``losses.json`` ([[step, loss], ...]) for the report's loss curve.
+
+    Saved with every checkpoint, so a resumed run keeps the steps before its checkpoint and
+    replaces the ones after it (which it trains again).
+    """
+
+    def __init__(self, path: Path, every: int) -> None:
+        self.path, self.every = path, every
+        self.losses: list[list[float]] = read_json(path) if path.is_file() else []
+
+    def __call__(self, step: int, loss: float) -> None:
+        if self.losses and self.losses[-1][0] >= step:
+            self.losses = [entry for entry in self.losses if entry[0] < step]
+        self.losses.append([step, loss])
+        if step % self.every == 0:
+            self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.losses)
 
 
 def synthesis_key(config: DomainConfig, pipeline_hash: str, real_hash: str | None = None) -> str:

@@ -1,0 +1,35 @@
+"""``synth-augment report --domain D``: re-render a finished run's HTML report from its files only."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import DataError
+
+
+def register(sub: Any, parents: Any) -> None:
+    report = sub.add_parser("report", parents=[parents.common],
+                            help="re-render a finished run's HTML report from its files (no training)",
+                            description="Re-render report.html of a finished run from the run store's files only "
+                                        "(nothing is trained or explained again).")
+    report.add_argument("--domain", required=True, help="domain name or YAML config path (finds runs/<domain>/)")
+    report.add_argument("--run", default=None, metavar="RUN_DIR",
+                        help="a run folder (runs/<domain>/history/<time>); default: the newest one")
+    report.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.cli import config_from_args
+    from reports.html import latest_run_dir, report_stage
+
+    config = config_from_args(args)
+    run_dir = Path(args.run) if args.run else latest_run_dir(config.runs_root, config.name)
+    if run_dir is None or not (run_dir / "run.json").is_file():
+        where = run_dir if run_dir else Path(config.runs_root) / config.name / "history"
+        raise DataError(f"no finished run to report on: {where} has no run.json; run `synth-augment run --domain "
+                        f"{config.name}` first (or pass --runs-root / --run)")
+    report = report_stage(config, run_dir)
+    print(f"report: {report.path} ({report.size_bytes:,} bytes)")
+    return 0
