@@ -1,7 +1,7 @@
 """LIME cost per image: LIME's defaults vs the batched explainer, at the same explanation.
 
-    python benchmarks/bench_lime.py                    # cpu profile (64 px, 300 samples) and the issue's 128 px / 1000
-    python benchmarks/bench_lime.py --images 2 --cases 64:300
+    python -m benchmarks.bench_lime                    # cpu profile (64 px, 300 samples) and the issue's 128 px / 1000
+    python -m benchmarks.bench_lime --images 2 --cases 64:300   (from the repository root)
 
 "defaults" is ``lime.lime_image.LimeImageExplainer`` as shipped: perturbed images built one at a
 time in Python, the model called in batches of 10. "batched" is ``reports.lime_explain``'s
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['image_size']:>4} px {r['num_samples']:>5} samples  defaults {r['defaults_s_per_image']:7.3f} s/img  "
               f"batched {r['batched_s_per_image']:7.3f} s/img  speed-up {r['speedup']:5.2f}x  "
               f"max|dw| {r['max_abs_weight_difference']:.2e}  superpixels {r['mean_superpixels']}", flush=True)
-    payload = {"command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+    payload = {"command": " ".join(["python -m benchmarks.bench_lime", *(argv if argv is not None else sys.argv[1:])]),
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
                           f"{args.threads}", "matmul_gflops": round(peak, 1), "model": "resnet18 (from scratch, 1 channel)",
                "cases": rows}

@@ -181,7 +181,7 @@ class Explanation:
     segments: np.ndarray  # (H, W) int, 0..n-1
     weights: dict[int, np.ndarray]  # label index -> weight per superpixel (n,)
     probabilities: np.ndarray  # the model's class probabilities on the unperturbed image
-    score: dict[int, float]  # R^2 of LIME's local linear model per label
+    score: float  # R^2 of LIME's local linear model for the last label asked for (LIME keeps only that one)
 
     def importance_map(self, label: int) -> np.ndarray:
         return self.weights[label][self.segments].astype(np.float32)
@@ -189,7 +189,10 @@ class Explanation:
 
 def explain(classifier: FittedClassifier, image_chw_uint8: torch.Tensor, labels: Sequence[int], settings: ReportConfig,
             seed: int, batched: bool = True) -> Explanation:
-    """Explain one (C, H, W) uint8 image for ``labels`` (same seed and settings -> same explanation)."""
+    """Explain one (C, H, W) uint8 image for ``labels`` (same seed and settings -> same explanation).
+
+    ``score`` belongs to the last label in ``labels``: LIME overwrites it label by label.
+    """
     image = image_chw_uint8.permute(1, 2, 0).numpy().astype(np.float64)
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)  # what LIME's gray2rgb does; the model gets channel 0 back
@@ -197,7 +200,7 @@ def explain(classifier: FittedClassifier, image_chw_uint8: torch.Tensor, labels:
     explainer = explainer_cls(random_state=seed)
     batch_size = settings.batch_size if batched else 10
     classify = classifier.lime_classifier_fn(batch_size=max(batch_size, 1))
-    labels = sorted(set(int(x) for x in labels))
+    labels = list(dict.fromkeys(int(x) for x in labels))
     result = explainer.explain_instance(image, classify, labels=labels, top_labels=None, num_features=100000,
                                         num_samples=settings.num_samples, batch_size=batch_size,
                                         segmentation_fn=segmenter(settings, seed), random_seed=seed)
@@ -211,7 +214,7 @@ def explain(classifier: FittedClassifier, image_chw_uint8: torch.Tensor, labels:
     score = float(result.score) if np.isscalar(result.score) else float(np.asarray(result.score).ravel()[0])
     probabilities = classify(image[None])[0]
     return Explanation(image=image, segments=np.asarray(result.segments), weights=weights,
-                       probabilities=probabilities, score={label: score for label in labels})
+                       probabilities=probabilities, score=score)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,7 +382,7 @@ def explain_stage(config: DomainConfig, results_path: str | os.PathLike[str],
                 "true_label": class_names[true_index], "predicted_label": class_names[predicted],
                 "correct": predicted == true_index, "confidence": float(result.probabilities[predicted]),
                 "true_probability": float(result.probabilities[true_index]),
-                "n_segments": int(result.segments.max()) + 1, "score": result.score[predicted],
+                "n_segments": int(result.segments.max()) + 1, "score": result.score,  # local R^2, predicted class
                 **evidence, "seconds": round(time.perf_counter() - tick, 3),
             })
             images.append(np.clip(result.image, 0, 255).astype(np.uint8))

@@ -58,7 +58,8 @@ def test_segmentation_on_grayscale_numbers_superpixels_from_zero(finished_run, s
     labels = segmenter(settings, seed=0)(gray)
     assert labels.shape == gray.shape[:2]
     assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
-    assert labels.max() + 1 >= 2
+    # LIME's default quickshift parameters are coarse (~8 superpixels at 128 px, maybe 1 at 32 px): why SLIC is ours
+    assert labels.max() + 1 >= (1 if method == "quickshift" else 2)
 
 
 def test_stage_records_are_complete_and_the_stage_is_cached(finished_run, stored) -> None:
