@@ -393,8 +393,7 @@ class ReportConfig(Section):
     compactness: float = Field(10.0, gt=0)  # slic: shape regularity (higher = squarer superpixels)
     top_k: int = Field(5, ge=1)  # superpixels reported per explanation
     top_fraction: float = Field(0.2, gt=0, lt=1)  # share of pixels counted as a map's "top region" (for IoU)
-    real_per_kind: int = Field(1, ge=0)  # held-out images per class for each of: confident-correct,
-    #                                      misclassified, most uncertain
+    real_per_kind: int = Field(1, ge=0)  # held-out images per class and kind (confident-correct, wrong, uncertain)
     synthetic_per_class: int = Field(3, ge=0)  # synthetic images explained per class
     bootstrap_resamples: int = Field(2000, ge=100)  # paired bootstrap of the accuracy difference to real-only
 
