@@ -314,7 +314,7 @@ def generator_section(stages: dict[str, Any], config: DomainConfig | None) -> di
         return {"available": False}
     summary = gen.get("summary", {}) or {}
     synth = (stages.get("synthesis") or {}).get("summary", {}) or {}
-    facts = [("checkpoint sha256", str(summary.get("checkpoint_hash", gen.get("checkpoint_hash", "")))[:16]),
+    facts = [("generator hash", str(_generator_hash(gen))[:16]),
              ("training steps", summary.get("steps", "")), ("parameters", f"{summary.get('parameters', 0):,}"),
              ("image size", f"{summary.get('image_size', '')} px, {summary.get('mode', '')}"),
              ("training images", summary.get("train_images", "")),
@@ -328,7 +328,8 @@ def generator_section(stages: dict[str, Any], config: DomainConfig | None) -> di
                               f"{synth.get('guidance_scale', '')}"),
                   ("synthetic images", f"{synth.get('images', '')} ({synth.get('per_class', '')} per class)")]
     loss_plot, loss_note = None, ""
-    losses_path = Path(gen["checkpoint"]).with_name("losses.json") if gen.get("checkpoint") else None
+    where = gen.get("pipeline") or gen.get("checkpoint")  # pipeline folder (now) or generator.pt (older runs)
+    losses_path = Path(where).parent / "losses.json" if where else None
     if losses_path is not None and losses_path.is_file():
         losses = np.array(read_json(losses_path), dtype=np.float64).reshape(-1, 2)
         fig = Figure(figsize=(5.2, 2.6), dpi=90)
@@ -449,6 +450,12 @@ def quality_section(stages: dict[str, Any]) -> dict[str, Any]:
                                        f"image (right), pixel distance {_num(pair.get('pixel_distance'))}"
                                        f"{' - flagged as memorised' if pair.get('memorised') else ''}."})
     return {"available": True, "tables": tables, "figures": figures}
+
+
+def _generator_hash(gen: dict[str, Any]) -> str:
+    summary = gen.get("summary") or {}
+    return str(gen.get("pipeline_hash") or summary.get("pipeline_hash") or gen.get("checkpoint_hash")
+               or summary.get("checkpoint_hash") or "")
 
 
 def _pm(value: Any, std: Any) -> str:
@@ -644,7 +651,7 @@ def provenance_section(run_dir: Path, meta: dict[str, Any], stages: dict[str, An
              ("data", (stages.get("ingest", {}).get("summary") or {}).get("root", "")),
              ("ingest key", stages.get("ingest", {}).get("key", "")),
              ("split hash", stages.get("split", {}).get("split_hash", "")),
-             ("generator checkpoint sha256", gen.get("checkpoint_hash", "")),
+             ("generator hash", _generator_hash(gen)),
              ("synthesis key", stages.get("synthesis", {}).get("key", "")),
              ("classifiers key", stages.get("classifiers", {}).get("key", "")),
              ("explanations key", stages.get("explain", {}).get("key") or "")]
