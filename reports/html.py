@@ -222,6 +222,13 @@ def warnings(stages: dict[str, Any], results: pd.DataFrame | None, domain: str,
         for note in sorted({str(n) for n in results["pretrained_note"].dropna() if str(n)}):
             if note not in out:
                 out.append(note)
+    if results is not None and not results.empty:
+        classes = len(_class_names(results)) or 2
+        for row in best_ensembles(results).itertuples():
+            if row.test_accuracy <= 1.0 / classes + 0.02:
+                out.append(f"arm {row.arm}: its best model ({row.architecture}) is at chance level on the held-out "
+                           f"images ({pct(row.test_accuracy)} with {classes} classes); comparisons with it say little "
+                           f"about synthetic data and much about this run's training budget.")
     ingest = stages.get("ingest", {}).get("summary", {}) or {}
     if ingest.get("quarantined"):
         reasons = ", ".join(f"{k} {v}" for k, v in (ingest.get("quarantine_reasons") or {}).items())
@@ -574,7 +581,7 @@ def explanations_section(stages: dict[str, Any]) -> dict[str, Any]:
             r["number"] = number
             rows.append({"number": number, "source": r["source"], "kind": r["kind"], "true": r["true_label"],
                          "predicted": r["predicted_label"], "confidence": pct(r["confidence"]),
-                         "top": ", ".join(f"{w:+.3f}" for w in r["top_weights"]),
+                         "top": ", ".join(f"{w:+.2g}" for w in r["top_weights"]),
                          "share": pct(r["positive_share"]), "score": _num(r["score"])})
         for name in class_names:
             group = [r for r in mine if r["true_label"] == name]
@@ -624,7 +631,7 @@ def _mean_maps_figure(comparison: pd.DataFrame, arrays: dict[str, np.ndarray], a
     rows = [(i, r) for i, r in enumerate(comparison.to_dict(orient="records")) if r["arm"] == arm]
     if not rows or "mean_real" not in arrays:
         return None
-    fig = Figure(figsize=(3.6, 1.7 * len(rows)), dpi=80)
+    fig = Figure(figsize=(4.4, 2.1 * len(rows)), dpi=80)
     axes = fig.subplots(len(rows), 2, squeeze=False)
     for r, (i, record) in enumerate(rows):
         for c, key in enumerate(("mean_real", "mean_synthetic")):

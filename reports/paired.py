@@ -40,7 +40,7 @@ class PairedComparison:
         """``real+synthetic: +1.2 points, 95% CI -0.3 to +2.6, McNemar p = 0.21: not significant``."""
         verdict = "significant" if self.significant else "not significant"
         return (f"{name}: {points(self.difference)} points, 95% CI {points(self.ci_low)} to {points(self.ci_high)}, "
-                f"exact McNemar p = {format_p(self.p_value)}: {verdict}")
+                f"exact McNemar p {format_p(self.p_value)}: {verdict}")
 
     def to_dict(self) -> dict[str, float | int | bool]:
         return {**asdict(self), "significant": self.significant}
@@ -53,7 +53,8 @@ def points(fraction: float) -> str:
 
 
 def format_p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    """'< 0.001' or '= 0.123' (with its relation, so it reads after 'p')."""
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 def mcnemar_exact(reference_correct: np.ndarray, challenger_correct: np.ndarray) -> tuple[int, int, float]:
