@@ -4,11 +4,13 @@
     python -m benchmarks.bench_lime --images 2 --cases 64:300   (from the repository root)
 
 "defaults" is ``lime.lime_image.LimeImageExplainer`` as shipped: perturbed images built one at a
-time in Python, the model called in batches of 10. "batched" is ``reports.lime_explain``'s
-``BatchedLimeImageExplainer``: the same random perturbations from the same random state, built
-vectorised, the model called on ``report.batch_size`` images at a time. Both use the same model
-wrapper (evaluation preprocessing under ``torch.inference_mode()``) and the same SLIC superpixels,
-so the explanations must agree; the script checks that they do (max |weight difference|).
+time in Python, the model called in batches of 10 (our wrapper: evaluation preprocessing under
+``torch.inference_mode()``, the plain eval-mode model). "batched" is what the explain stage does
+(``reports.lime_explain.explain(..., batched=True)``): ``BatchedLimeImageExplainer`` draws the same
+random perturbations from the same random state and builds them vectorised, the model is called on
+``report.batch_size`` images at a time, and on a CPU it is the traced, frozen, inference-optimised
+copy of the same weights (BatchNorm folded, oneDNN kernels). Same SLIC superpixels, so the
+explanations must agree; the script checks that they do (max |weight difference|).
 The model is a from-scratch resnet18 (1 channel, 4 classes): LIME's cost does not depend on what
 the weights learned. Images are brain-MRI slices from ../shared/data when present, else phantoms.
 Prints a table and writes benchmarks/results/lime.json and lime.md.
@@ -67,7 +69,7 @@ def images(count: int, size: int):
     return [torch.from_numpy(np.asarray(p)[None].copy()) for p in pixels], source
 
 
-def run_case(size: int, num_samples: int, count: int, threads: int) -> dict[str, object]:
+def run_case(size: int, num_samples: int, count: int, threads: int, batch_size: int) -> dict[str, object]:
     import numpy as np
     import torch
 
@@ -83,7 +85,7 @@ def run_case(size: int, num_samples: int, count: int, threads: int) -> dict[str,
     classifier = FittedClassifier(model, BatchMaker(mean, std, ClassifierConfig(), augment=False),
                                   ["a", "b", "c", "d"], "L", size, torch.device("cpu"))
     settings = settings_with(load_domain_config("brain-mri", "cpu").report, num_samples=num_samples,
-                             batch_size=num_samples)
+                             batch_size=batch_size)
     pictures, source = images(count, size)
     explain(classifier, pictures[0], [0], settings, seed=0)  # warm-up (allocator, first conv plans)
     timings: dict[str, list[float]] = {"defaults": [], "batched": []}
@@ -114,17 +116,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="SIZE:NUM_SAMPLES pairs (default: the cpu profile's 64 px / 300 and the issue's 128 px / 1000)")
     parser.add_argument("--images", type=int, default=3, help="images per case (default 3)")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="perturbed images per model call in the batched run (default: the cpu profile's)")
     parser.add_argument("--out", default=str(RESULTS / "lime.json"))
     args = parser.parse_args(argv)
     os.environ.setdefault("TQDM_DISABLE", "1")
     import torch
+
+    from pipeline.config import load_domain_config
 
     torch.set_num_threads(args.threads)
     peak = matmul_gflops()
     rows = []
     for case in args.cases:
         size, samples = (int(x) for x in case.split(":"))
-        rows.append(run_case(size, samples, args.images, args.threads))
+        batch = args.batch_size or load_domain_config("brain-mri", "cpu").report.batch_size
+        rows.append(run_case(size, samples, args.images, args.threads, batch))
         r = rows[-1]
         print(f"{r['image_size']:>4} px {r['num_samples']:>5} samples  defaults {r['defaults_s_per_image']:7.3f} s/img  "
               f"batched {r['batched_s_per_image']:7.3f} s/img  speed-up {r['speedup']:5.2f}x  "

@@ -387,7 +387,7 @@ class ReportConfig(Section):
 
     explain: bool = True  # run LIME; false leaves the report's Explanations section as "not run"
     num_samples: int = Field(1000, ge=10)  # perturbed images per explanation (LIME's neighbourhood)
-    batch_size: int = Field(256, ge=1)  # perturbed images per model call (LIME's own default is 10)
+    batch_size: int = Field(64, ge=1)  # perturbed images per model call (LIME's own default is 10)
     segmentation: Segmentation = "slic"  # superpixels on the gray image rendered to 3 channels
     n_segments: int = Field(40, ge=2)  # slic/felzenszwalb target count (quickshift: ~8 at 128 px, too coarse)
     compactness: float = Field(10.0, gt=0)  # slic: shape regularity (higher = squarer superpixels)

@@ -24,8 +24,8 @@ def _html(finished_run) -> str:
 
 def test_run_writes_the_report_and_records_every_stage(finished_run) -> None:
     record = read_json(finished_run.run_dir / "run.json")
-    assert list(finished_run.record.stages) == ["ingest", "split", "generator", "synthesis", "classifiers", "explain",
-                                                "report"]
+    assert list(finished_run.record.stages) == ["ingest", "split", "generator", "synthesis", "quality", "classifiers",
+                                                "explain", "report"]
     assert set(record["stages"]) == set(finished_run.record.stages)
     assert record["stages"]["report"]["path"] == str(finished_run.html_path)
     assert record["stages"]["report"]["size_bytes"] == finished_run.html_path.stat().st_size
@@ -46,7 +46,8 @@ def test_every_section_in_order_and_every_table_has_header_cells(finished_run) -
         assert image["src"].startswith("data:image/png;base64,")
         assert len(image.get("alt", "")) > 20
     assert len(page.images) >= 4 + 4 + 4 + 4  # grids, confusion matrices, curves, explanation figures
-    assert "Not run: this run has no quality stage" in page.ids["quality-notrun"]
+    quality = [t for t in page.tables if t.section == "quality"]
+    assert quality and all(t.rows and t.rows[0][0].tag == "th" for t in quality)  # the quality stage ran: its tables
 
 
 def test_answer_table_equals_results_file_and_paired_test(finished_run) -> None:
