@@ -73,6 +73,8 @@ def run_case(size: int, num_samples: int, count: int, threads: int, batch_size: 
     import numpy as np
     import torch
 
+    from timm.data import resolve_input_data_config
+
     from classifiers import zoo
     from classifiers.data import BatchMaker
     from pipeline.config import ClassifierConfig, load_domain_config
@@ -81,7 +83,8 @@ def run_case(size: int, num_samples: int, count: int, threads: int, batch_size: 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = zoo.create("resnet18", 1, 4).eval()
-    mean, std = zoo.normalisation(model, 1)
+    data_config = resolve_input_data_config(model)  # as classifiers/train.py: the weights' mean/std
+    mean, std = list(data_config["mean"]), list(data_config["std"])
     classifier = FittedClassifier(model, BatchMaker(mean, std, ClassifierConfig(), augment=False),
                                   ["a", "b", "c", "d"], "L", size, torch.device("cpu"))
     settings = settings_with(load_domain_config("brain-mri", "cpu").report, num_samples=num_samples,
