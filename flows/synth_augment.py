@@ -27,6 +27,7 @@ import hashlib
 import math
 import re
 import shlex
+import sys
 import threading
 import time
 from importlib import metadata
