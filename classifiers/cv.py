@@ -4,15 +4,32 @@ Folds are stratified by label (scikit-learn's StratifiedKFold) and, when rows ca
 grouped too (StratifiedGroupKFold), so one patient's slices never sit on both sides of a fold.
 Rows are sorted by content hash first: the folds depend on the images and the seed only, not on
 file names or listing order, and the same call always gives the same folds.
+
+``fold_plan`` says what one fit trains and validates on. With ``validation: real`` (the default)
+the folds are those of the real 20% sample, whatever the arm: fold k's real images validate every
+arm (early stopping and model selection never see a synthetic image), and the arm trains on its
+pool minus those images (minus their patients, minus synthetic images seeded from them). With
+``validation: arm`` (the old protocol, kept for the ablation) the folds are the arm's own.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from pipeline.errors import DataError, LeakageError
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """One fit's rows: ``train`` indexes the arm table, ``val`` indexes the table named by ``val_table``."""
+
+    train: np.ndarray
+    val: np.ndarray
+    val_table: str  # "real" (the real 20% sample) or "arm" (the arm's own table)
 
 
 def canonical_order(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -36,6 +53,25 @@ def fold_indices(labels: np.ndarray, groups: np.ndarray | None, folds: int, seed
     else:
         pairs = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(dummy, labels)
     return [(np.sort(train), np.sort(val)) for train, val in pairs]
+
+
+def fold_plan(arm: pd.DataFrame, real: pd.DataFrame, fold: int, folds: int, seed: int,
+              validation: str) -> FoldPlan:
+    """Train/validation rows of fold ``fold`` (both tables in canonical order)."""
+    if validation == "arm":
+        train, val = fold_indices(arm["label"].to_numpy(), groups_of(arm), folds, seed)[fold]
+        return FoldPlan(train, val, "arm")
+    if validation != "real":
+        raise ValueError(f"validation must be 'real' or 'arm', got {validation!r}")
+    _, val = fold_indices(real["label"].to_numpy(), groups_of(real), folds, seed)[fold]
+    held = set(real["sha256"].iloc[val].astype(str))
+    excluded = arm["sha256"].astype(str).isin(held)
+    if "seed_sha256" in arm:  # real-seeded synthetic images are near copies of their seeds
+        excluded = excluded | (arm["seed_sha256"].notna() & arm["seed_sha256"].astype(str).isin(held))
+    if "patient_id" in arm and "patient_id" in real:
+        patients = set(real["patient_id"].iloc[val].dropna().astype(str))
+        excluded = excluded | (arm["patient_id"].notna() & arm["patient_id"].astype(str).isin(patients))
+    return FoldPlan(np.flatnonzero(~excluded.to_numpy(dtype=bool)), np.sort(val), "real")
 
 
 def groups_of(manifest: pd.DataFrame) -> np.ndarray | None:

@@ -1,11 +1,12 @@
-"""The training data of each arm, as cached tensors, and the classic augmentation of ``real+aug``.
+"""The training data of each arm, as cached tensors, and the batches (with MONAI augmentation for ``real+aug``).
 
-Arms (the same protocol for each; only the training data differs):
+Arms (the same protocol and the same step budget for each; only the training data differs):
 
     synthetic        the generator's balanced synthetic set only (the study's arm)
     real             the 20% real sample only
-    real+aug         the 20% real sample with flips, rotations and scaling on every batch
-    real+synthetic   the 20% real sample and the synthetic set together
+    real+aug         the 20% real sample with MONAI's medical augmentations (pipeline/augment.py)
+    real+synthetic   the 20% real sample and the synthetic set together, mixed
+    synthetic->real  pretrain on the synthetic set, then fine-tune on the real sample (one budget, split)
 
 Images are decoded and resized once per run (pipeline.image_tensors caches them by content hash)
 and kept as uint8; a batch is converted to float, augmented and normalised on the fly, which
@@ -14,21 +15,22 @@ costs little next to a CNN step.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from classifiers.cv import canonical_order
+from pipeline.augment import BatchAugment
 from pipeline.config import ClassifierConfig
 from pipeline.errors import DataError
 from pipeline.image_tensors import load_image_tensors
 from pipeline.split import Split
 
-NEEDS_SYNTHETIC: frozenset[str] = frozenset({"synthetic", "real+synthetic"})
+NEEDS_SYNTHETIC: frozenset[str] = frozenset({"synthetic", "real+synthetic", "synthetic->real"})
+NEEDS_REAL: frozenset[str] = frozenset({"real", "real+aug", "real+synthetic", "synthetic->real"})
 AUGMENTED: frozenset[str] = frozenset({"real+aug"})
+PRETRAIN_FINETUNE: frozenset[str] = frozenset({"synthetic->real"})
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "sha256", "label", "patient_id", "source")
 
 
@@ -56,13 +58,15 @@ def _rows(table: pd.DataFrame, source: str) -> pd.DataFrame:
                         "label": table["label"].astype(str)})
     out["patient_id"] = table["patient_id"].astype("object") if "patient_id" in table else None
     out["source"] = source
+    # real-seeded synthesis names the real image each synthetic one started from: validation must exclude both
+    out["seed_sha256"] = table["seed_sha256"].astype("object") if "seed_sha256" in table else None
     return out
 
 
 def arm_manifest(arm: str, split: Split, synthetic: pd.DataFrame | None) -> pd.DataFrame:
     """Rows (path, sha256, label, patient_id, source) the arm trains and validates on, in canonical order."""
     parts = []
-    if arm in ("real", "real+aug", "real+synthetic"):
+    if arm in NEEDS_REAL:
         parts.append(_rows(split.train, "real"))
     if arm in NEEDS_SYNTHETIC:
         if synthetic is None:
@@ -72,6 +76,16 @@ def arm_manifest(arm: str, split: Split, synthetic: pd.DataFrame | None) -> pd.D
         raise DataError(f"unknown arm {arm!r}")
     table = pd.concat(parts, ignore_index=True).drop_duplicates("sha256", keep="first")
     return canonical_order(table)
+
+
+def real_sample_manifest(split: Split) -> pd.DataFrame:
+    """The real 20% sample (the split's training side), in canonical order: its folds validate every arm."""
+    return canonical_order(_rows(split.train, "real"))
+
+
+def arm_file_name(arm: str) -> str:
+    """A file name for an arm (``synthetic->real`` -> ``synthetic-to-real``)."""
+    return arm.replace("->", "-to-")
 
 
 def held_out_manifest(split: Split) -> pd.DataFrame:
@@ -90,38 +104,18 @@ def load_tensors(manifest: pd.DataFrame, class_names: list[str], mode: str, size
 
 
 class BatchMaker:
-    """uint8 batch -> normalised float batch, with the arm's augmentation when it has one."""
+    """uint8 batch -> normalised float batch, with the arm's MONAI augmentation when it has one."""
 
     def __init__(self, mean: list[float], std: list[float], config: ClassifierConfig, augment: bool) -> None:
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
-        self.config = config
-        self.augment = augment
+        self.augment = BatchAugment(config.augment) if augment else None
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
                  train: bool = False) -> torch.Tensor:
         x = images.float().div_(255.0)
-        if train and self.augment:
-            x = augment_batch(x, self.config, generator)
+        if train and self.augment is not None:
+            if generator is None:
+                raise ValueError("augmented batches need the fit's torch generator (determinism)")
+            x = self.augment(x, generator)
         return (x - self.mean) / self.std
-
-
-def augment_batch(x: torch.Tensor, config: ClassifierConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """Random flips, rotation and isotropic scaling per image (one affine resample, zero fill)."""
-    n = x.shape[0]
-
-    def uniform(low: float, high: float) -> torch.Tensor:
-        return low + (high - low) * torch.rand(n, generator=generator)
-
-    if config.augment_hflip:
-        flip = torch.rand(n, generator=generator) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-    if config.augment_vflip:
-        flip = torch.rand(n, generator=generator) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-2), x)
-    angle = uniform(-config.augment_rotation_deg, config.augment_rotation_deg) * (math.pi / 180.0)
-    scale = uniform(*config.augment_scale)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale  # output->input map: inverse scale
-    theta = torch.stack([torch.stack([cos, -sin, torch.zeros(n)], 1), torch.stack([sin, cos, torch.zeros(n)], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -3,8 +3,8 @@
     export_arms(results, out_dir) -> {arm: folder}      out_dir/<arm>/{model.safetensors, config.json}
 
 Which model: per arm, the one (architecture, fold) fit with the LOWEST VALIDATION LOSS (its
-best-epoch loss on its own CV validation fold). Held-out numbers are never used to choose: they
-stay an unbiased estimate of the exported model. (The fold ensemble is what the results table
+best-step loss on its validation fold: the real sample's fold k under ``validation: real``).
+Held-out numbers are never used to choose: they stay an unbiased estimate of the exported model. (The fold ensemble is what the results table
 scores; a single fold model is what a user can load with timm.)
 
 The folder is timm's own ``save_for_hf`` format, so either of these loads it::
@@ -31,6 +31,7 @@ import torch
 from timm.models import save_for_hf
 
 from classifiers import zoo
+from classifiers.data import arm_file_name
 from classifiers.train import FitResult
 
 SELECTION = "lowest validation loss among the arm's (architecture, fold) fits; held-out results not used"
@@ -59,7 +60,7 @@ def export_fit(result: FitResult, folder: Path) -> Path:
     model.load_state_dict(saved["state_dict"])
     m = result.metrics
     provenance = {"arm": m["arm"], "architecture": m["architecture"], "fold": m["fold"], "fit_key": result.key,
-                  "val_loss": m["val_loss"], "val_accuracy": m["val_accuracy"], "best_epoch": m["best_epoch"],
+                  "val_loss": m["val_loss"], "val_accuracy": m["val_accuracy"], "best_step": m["best_step"],
                   "pretrained_source": m["pretrained_source"], "selected_by": SELECTION}
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -77,7 +78,7 @@ def export_arms(results: list[FitResult], out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     exported = {}
     for arm, result in sorted(select_per_arm(results).items()):
-        folder = export_fit(result, out_dir / arm)
+        folder = export_fit(result, out_dir / arm_file_name(arm))
         exported[arm] = {"path": str(folder), "architecture": result.metrics["architecture"],
                          "fold": result.metrics["fold"], "val_loss": result.metrics["val_loss"],
                          "fit_key": result.key}

@@ -7,9 +7,12 @@ What the pipeline runner calls::
                        # (domain, arm, architecture, fold | "ensemble")
     out.summary["exports"][arm]["path"]   # export/<arm>/: the arm's model for timm.create_model
 
-The stage key hashes the split, the synthetic set's content and the classifier settings; a
-complete key is returned from the store. Fits are stored under their own keys (see
-classifiers.train), so changing, say, the list of arms reuses every fit that did not change.
+Named steps: ``read_inputs`` (split, classes, synthetic set, stage key), ``plan_fits`` (the
+held-out, real-sample and arm manifests, one FitSpec per arm x architecture x fold), ``run_fit``
+per spec, ``finish_stage`` (results table, ensembles, summary, exports). The stage key hashes the
+split, the synthetic set's content and the classifier settings; a complete key is returned from
+the store. Fits are stored under their own keys (see classifiers.train), so changing, say, the
+list of arms reuses every fit that did not change.
 Arms that need synthetic data are skipped, with a note in the summary, when there is none.
 """
 
@@ -28,8 +31,8 @@ from tqdm.auto import tqdm
 from classifiers import zoo
 from classifiers.cv import assert_disjoint_from_test
 from classifiers.export import export_arms
-from classifiers.data import (AUGMENTED, NEEDS_SYNTHETIC, arm_manifest, held_out_manifest, load_tensors,
-                              read_synthetic_manifest)
+from classifiers.data import (AUGMENTED, NEEDS_SYNTHETIC, arm_file_name, arm_manifest, held_out_manifest,
+                              load_tensors, read_synthetic_manifest, real_sample_manifest)
 from classifiers.metrics import classification_metrics, ensemble_probabilities
 from classifiers.train import FitResult, FitSpec, run_fit
 from pipeline.config import DomainConfig, hash_payload
@@ -40,6 +43,12 @@ from pipeline.store import RunStore, atomic_write_json, atomic_write_table, mani
 
 STAGE = "classifiers"
 ENSEMBLE = "ensemble"
+# per-fold outcomes the ensemble row leaves empty rather than invent
+_PER_FOLD = frozenset({"n_train", "n_val", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_hash",
+                       "steps_run", "pretrain_steps", "samples_seen", "epochs_run", "best_step", "data_wait_share",
+                       "seed"})
+_INTEGER_COLUMNS = ("n_train", "n_val", "n_test", "val_synthetic", "step_budget", "steps_run", "pretrain_steps",
+                    "min_steps", "samples_seen", "best_step", "seed")
 
 
 @dataclass
@@ -93,22 +102,25 @@ def read_inputs(config: DomainConfig, split_path: str | os.PathLike[str],
     class_names = config.data.resolve_class_names(split.table["label"])
     synthetic = (read_synthetic_manifest(synthetic_manifest_path, class_names)
                  if synthetic_manifest_path is not None else None)
-    synthetic_hash = manifest_hash(synthetic) if synthetic is not None else None
-    key = hash_payload({"split_hash": split.split_hash, "synthetic": synthetic_hash, "classifiers": cc.to_dict(),
-                        "folds": config.split.cv_folds,
-                        "seed": config.seed, "mode": config.data.mode, "class_names": class_names, "version": 1})
+    key = hash_payload({"split_hash": split.split_hash,
+                        "synthetic": manifest_hash(synthetic) if synthetic is not None else None,
+                        "classifiers": cc.to_dict(), "folds": config.split.cv_folds, "seed": config.seed,
+                        "mode": config.data.mode, "class_names": class_names, "version": 2})
     return StageInputs(split, class_names, synthetic, key)
 
 
 def plan_fits(config: DomainConfig, inputs: StageInputs, directory: Path, progress: bool
               ) -> tuple[list[FitSpec], pd.DataFrame, list[str]]:
-    """Write the held-out and arm manifests (decoding each once) and one FitSpec per fit."""
+    """Write the held-out, real-sample and arm manifests (decoding each once) and one FitSpec per fit."""
     cc = config.classifiers
     cache_dir = domain_cache_dir(config.runs_root, config.name)
     test = held_out_manifest(inputs.split)
-    test_path = directory / "test_manifest.parquet"
-    atomic_write_table(test_path, test, csv_copy=False)
-    load_tensors(test, inputs.class_names, config.data.mode, cc.image_size, cache_dir, progress)  # decode once
+    real = real_sample_manifest(inputs.split)
+    test_path, real_path = directory / "test_manifest.parquet", directory / "real_sample.parquet"
+    for path, table in ((test_path, test), (real_path, real)):
+        atomic_write_table(path, table, csv_copy=False)
+        load_tensors(table, inputs.class_names, config.data.mode, cc.image_size, cache_dir, progress)
+    assert_disjoint_from_test(real, test, "real sample")
     notes: list[str] = []
     specs: list[FitSpec] = []
     for arm in cc.arms:
@@ -117,7 +129,7 @@ def plan_fits(config: DomainConfig, inputs: StageInputs, directory: Path, progre
             continue
         table = arm_manifest(arm, inputs.split, inputs.synthetic)
         assert_disjoint_from_test(table, test, arm)
-        arm_path = directory / "arms" / f"{arm}.parquet"
+        arm_path = directory / "arms" / f"{arm_file_name(arm)}.parquet"
         atomic_write_table(arm_path, table, csv_copy=False)
         load_tensors(table, inputs.class_names, config.data.mode, cc.image_size, cache_dir, progress)
         for architecture in cc.architectures:
@@ -125,6 +137,7 @@ def plan_fits(config: DomainConfig, inputs: StageInputs, directory: Path, progre
                 specs.append(FitSpec(
                     domain=config.name, arm=arm, architecture=architecture, fold=fold,
                     arm_manifest_path=str(arm_path), arm_hash=manifest_hash(table),
+                    real_manifest_path=str(real_path), real_hash=manifest_hash(real),
                     test_manifest_path=str(test_path), test_hash=manifest_hash(test),
                     class_names=tuple(inputs.class_names), mode=config.data.mode, seed=config.seed,
                     config=cc.to_dict(), folds=config.split.cv_folds, augment=arm in AUGMENTED,
@@ -158,28 +171,25 @@ def results_table(results: list[FitResult], test: pd.DataFrame, class_names: lis
         groups.setdefault((result.metrics["arm"], result.metrics["architecture"]), []).append(result)
     for (arm, architecture), members in groups.items():
         probs = ensemble_probabilities([np.load(m.test_probs_path) for m in members])
-        first = members[0].metrics
-        rows.append({
-            "domain": first["domain"], "arm": arm, "architecture": architecture, "fold": ENSEMBLE,
-            "fit_key": ",".join(m.key for m in members), "image_size": first["image_size"],
-            "channels": first["channels"], "pretrained_requested": first["pretrained_requested"],
+        row = {}
+        for column in members[0].metrics:  # a setting shared by every fold is kept; per-fold values are not
+            values = [m.metrics.get(column) for m in members]
+            row[column] = values[0] if column not in _PER_FOLD and all(v == values[0] for v in values) else None
+        row.update({
+            "fold": ENSEMBLE, "fit_key": ",".join(m.key for m in members), "n_test": int(len(y_test)),
             "pretrained_used": all(m.metrics["pretrained_used"] for m in members),
-            "pretrained_source": first["pretrained_source"], "pretrained_note": first["pretrained_note"],
-            "n_train": None, "n_val": None, "n_test": int(len(y_test)),
-            "epochs_run": None, "best_epoch": None,
             "stopped_reason": ",".join(sorted({m.metrics["stopped_reason"] for m in members})),
             "time_budget_hit": any(m.metrics["time_budget_hit"] for m in members),
-            # train/val columns are per fold; the ensemble row leaves them empty rather than invent them
-            "train_loss": None, "train_accuracy": None, "val_loss": None, "val_accuracy": None,
             "fit_seconds": round(sum(m.metrics["fit_seconds"] for m in members), 3),
             "data_seconds": round(sum(m.metrics["data_seconds"] for m in members), 3),
-            "data_wait_share": None, "device": first["device"], "seed": None,
             **classification_metrics(y_test, probs, class_names),
         })
+        rows.append(row)
     table = pd.DataFrame(rows)
-    for column in ("n_train", "n_val", "epochs_run", "best_epoch", "seed"):
-        table[column] = table[column].astype("Int64")
-    for column in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "data_wait_share"):
+    for column in _INTEGER_COLUMNS:
+        if column in table:
+            table[column] = table[column].astype("Int64")
+    for column in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "data_wait_share", "epochs_run"):
         table[column] = table[column].astype("float64")
     return table.sort_values(["arm", "architecture", "fold"], kind="stable").reset_index(drop=True)
 

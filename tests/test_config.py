@@ -158,8 +158,10 @@ def test_budget_and_profile_must_agree(layered: tuple[Path, Path]) -> None:
     ({"generator": {"attention_levels": [True]}}, "generator.attention_levels = [True] is invalid; expected a list "
                                                   "of 3 booleans"),
     ({"classifiers": {"time_budget_s": 0}}, "classifiers.time_budget_s = 0 is invalid; expected a number > 0 or null"),
-    ({"classifiers": {"augment_scale": [1.2, 0.8]}}, "classifiers.augment_scale = [1.2, 0.8] is invalid; "
-                                                     "expected [min, max]"),
+    ({"classifiers": {"augment": {"contrast_gamma": [1.2, 0.8]}}},
+     "classifiers.augment.contrast_gamma = [1.2, 0.8] is invalid; expected [min, max]"),
+    ({"classifiers": {"min_steps": 500, "max_steps": 100}},
+     "classifiers.min_steps = 500 is invalid; expected an integer in [0, max_steps = 100]"),
     ({"classifiers": {"arms": ["real", "real"]}}, "classifiers.arms = ['real', 'real'] is invalid; expected a "
                                                   "non-empty list without repeated names"),
     # names outside a vocabulary: architectures, samplers, precision, arms

@@ -21,8 +21,8 @@ TINY = {
                   "checkpoint_every": 3},
     "synthesis": {"per_class": 6, "steps": 4, "batch_size": 24, "reference_steps": 4},
     "split": {"cv_folds": 2},
-    "classifiers": {"architectures": ["resnet18"], "image_size": 32, "max_epochs": 1,
-                    "pretrained": False, "batch_size": 16},
+    "classifiers": {"architectures": ["resnet18"], "image_size": 32, "max_steps": 2, "min_steps": 2,
+                    "eval_every_steps": 1, "pretrained": False, "batch_size": 16},
     "report": {"num_samples": 20, "real_per_kind": 1, "synthetic_per_class": 1, "n_segments": 8},
 }
 
@@ -39,7 +39,7 @@ def test_run_domain_chains_every_stage_and_reuses_them(tmp_path: Path) -> None:
     synthetic = pd.read_parquet(first.stages["synthesis"]["manifest"])
     assert synthetic["label"].value_counts().to_dict() == {c: 6 for c in ("normal", "round", "ring", "elongated")}
     results = pd.read_parquet(first.stages["classifiers"]["results"])
-    assert set(results["arm"]) == {"synthetic", "real", "real+aug", "real+synthetic"}
+    assert set(results["arm"]) == {"synthetic", "real", "real+aug", "real+synthetic", "synthetic->real"}
     assert set(results["fold"].astype(str)) == {"0", "1", "ensemble"}
     check_results_match_stored_fits(results, Path(first.stages["classifiers"]["results"]).parent,
                                     Path(config.runs_root) / "demo" / "classifier-fits", config.data.class_names)

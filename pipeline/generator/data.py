@@ -10,14 +10,13 @@ noise, timesteps and label dropout the uninterrupted run would have drawn.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from pipeline.config import DomainConfig, GeneratorConfig
+from pipeline.augment import BatchAugment
+from pipeline.config import AugmentConfig, DomainConfig, GeneratorConfig
 from pipeline.errors import DataError, LeakageError
 from pipeline.image_tensors import load_image_tensors
 from pipeline.split import Split
@@ -85,18 +84,18 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, config: GeneratorConfig, generator: torch.Generator) -> torch.Tensor:
-    """Light, anatomy-respecting augmentation: optional h-flip, small rotation/zoom/shift (border fill)."""
-    n = x.shape[0]
-    if config.augment_flip:
-        flip = torch.rand(n, generator=generator) < 0.5
-        x = torch.where(flip[:, None, None, None].to(x.device), x.flip(-1), x)
-    if config.augment_affine and (config.affine_degrees or config.affine_scale or config.affine_shift):
-        u = torch.rand(n, 4, generator=generator) * 2 - 1
-        angle = u[:, 0] * math.radians(config.affine_degrees)
-        scale = 1.0 + u[:, 1] * config.affine_scale
-        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * 2 * config.affine_shift], 1),
-                             torch.stack([sin, cos, u[:, 3] * 2 * config.affine_shift], 1)], 1)
-        grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return x
+    """Light, anatomy-respecting augmentation: optional h-flip, small rotation/zoom/shift (border fill).
+
+    Built by pipeline.augment (MONAI), the same builder as the classifiers' real+aug arm; spatial
+    transforms only, so the [-1, 1] range is kept.
+    """
+    return BatchAugment(light_augment_config(config), value_range=(-1.0, 1.0))(x, generator)
+
+
+def light_augment_config(config: GeneratorConfig) -> AugmentConfig:
+    affine = config.augment_affine
+    return AugmentConfig(hflip=config.augment_flip, vflip=False,
+                         rotation_deg=config.affine_degrees if affine else 0.0,
+                         scale=config.affine_scale if affine else 0.0,
+                         translate=config.affine_shift if affine else 0.0,
+                         padding_mode="border", bias_field=0.0, contrast_gamma=[1.0, 1.0], noise_std=0.0)

@@ -10,6 +10,8 @@ from pipeline.demo_data import PhantomSpec, make_demo_dataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: hub lookups must fail fast
 
+FIVE_ARM_STEPS = 6  # the five_arms fixture: every arm, every fold runs exactly this many optimizer steps
+
 
 def demo_config(tmp: Path, folds: int | None = None, **classifiers: object) -> DomainConfig:
     """The demo domain's cpu profile with a temporary run store, ``folds`` (split.cv_folds) and classifier

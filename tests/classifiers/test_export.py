@@ -53,7 +53,7 @@ def test_each_arm_exports_its_lowest_validation_loss_fit_loadable_with_timm(
         demo_split: tuple[DomainConfig, Path], tmp_path: Path) -> None:
     base, split_path = demo_split
     config = demo_config(tmp_path, architectures=["resnet18"], arms=["real"], image_size=32, folds=2,
-                         max_epochs=2, patience=2)
+                         max_steps=6, min_steps=6, eval_every_steps=3)
     out = classifiers_stage(config, split_path, None, progress=False)
     class_names = config.data.resolve_class_names(load_split(split_path).table["label"])
     table = pd.read_parquet(out.results_path)
