@@ -1,7 +1,8 @@
 """K-fold cross-validation folds for one arm, and the proof that the held-out set is never in one.
 
 Folds are stratified by label (scikit-learn's StratifiedKFold) and, when rows carry patient ids,
-grouped too (StratifiedGroupKFold), so one patient's slices never sit on both sides of a fold.
+grouped too (StratifiedGroupKFold), so one patient's slices never sit on both sides of a fold; so are
+near-duplicate groups from ingest (``dup_group``), so copies of one slice never straddle a fold.
 Rows are sorted by content hash first: the folds depend on the images and the seed only, not on
 file names or listing order, and the same call always gives the same folds.
 
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from pipeline.errors import DataError, LeakageError
@@ -75,11 +78,29 @@ def fold_plan(arm: pd.DataFrame, real: pd.DataFrame, fold: int, folds: int, seed
 
 
 def groups_of(manifest: pd.DataFrame) -> np.ndarray | None:
-    """Patient ids where known (rows without one are their own group); None when no row has one."""
-    if "patient_id" not in manifest or not manifest["patient_id"].notna().any():
+    """Fold groups: images linked by a shared patient id or a shared near-duplicate group (``dup_group``).
+
+    Near-duplicates (re-encoded or rescaled copies of one slice) in the training and validation folds
+    would let early stopping and model selection score images the fit has effectively seen; a copy
+    filed under another patient links both patients. Connected components of those links, so every
+    image with neither is its own group. None when no row has a patient or a near-duplicate group.
+    """
+    columns = [c for c in ("patient_id", "dup_group") if c in manifest and manifest[c].notna().any()]
+    if not columns:
         return None
-    patient = manifest["patient_id"].astype("object")
-    return np.where(patient.notna(), "patient:" + patient.astype(str), "image:" + manifest["sha256"].astype(str))
+    rows = np.arange(len(manifest))
+    heads, tails = [], []
+    for column in columns:
+        keys = manifest[column].astype("object").reset_index(drop=True)
+        known = keys.notna().to_numpy()
+        first = keys[known].groupby(keys[known].astype(str)).transform(lambda s: s.index[0])
+        heads.append(rows[known])
+        tails.append(first.to_numpy(dtype=int))
+    n = len(manifest)
+    links = coo_matrix((np.ones(sum(len(h) for h in heads)), (np.concatenate(heads), np.concatenate(tails))),
+                       shape=(n, n))
+    _, component = connected_components(links, directed=False)
+    return np.array([f"group:{c}" for c in component], dtype=object)
 
 
 def assert_disjoint_from_test(arm: pd.DataFrame, test: pd.DataFrame, arm_name: str) -> None:

@@ -57,6 +57,7 @@ def _rows(table: pd.DataFrame, source: str) -> pd.DataFrame:
     out = pd.DataFrame({"path": table["path"].astype(str), "sha256": table["sha256"].astype(str),
                         "label": table["label"].astype(str)})
     out["patient_id"] = table["patient_id"].astype("object") if "patient_id" in table else None
+    out["dup_group"] = table["dup_group"].astype("object") if "dup_group" in table else None
     out["source"] = source
     # real-seeded synthesis names the real image each synthetic one started from: validation must exclude both
     out["seed_sha256"] = table["seed_sha256"].astype("object") if "seed_sha256" in table else None

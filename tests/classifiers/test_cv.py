@@ -38,6 +38,26 @@ def test_patient_groups_never_straddle_folds() -> None:
         assert not set(groups[train]) & set(groups[val])
 
 
+def test_near_duplicate_groups_never_straddle_folds() -> None:
+    """Copies of one slice (``dup_group`` from ingest) stay on one side of every fold; singletons are free."""
+    dup = [f"nd-{i // 4}" if i < 40 else None for i in range(80)]
+    table = pd.DataFrame({"sha256": [f"h{i}" for i in range(80)], "label": ["x", "y"] * 40, "dup_group": dup})
+    groups = groups_of(table)
+    assert groups is not None and len(set(groups[40:])) == 40  # images without a near copy are their own group
+    for train, val in fold_indices(table["label"].to_numpy(), groups, 4, seed=0):
+        assert not set(groups[train]) & set(groups[val])
+    assert groups_of(table.assign(dup_group=None)) is None
+
+
+def test_a_near_copy_links_two_patients() -> None:
+    """Patient p1 (a, b), a copy of b filed under p2 (c, d): all four are one group; e stays alone."""
+    table = pd.DataFrame({"sha256": list("abcde"), "label": ["x"] * 5,
+                          "patient_id": ["p1", "p1", "p2", "p2", None],
+                          "dup_group": [None, "nd-1", "nd-1", None, None]})
+    groups = groups_of(table)
+    assert len(set(groups[:4])) == 1 and groups[4] not in set(groups[:4])
+
+
 def test_too_few_images_for_folds_is_a_clear_error() -> None:
     with pytest.raises(DataError, match="at least 5 images per class"):
         fold_indices(np.array([0] * 10 + [1] * 3), None, 5, seed=0)
