@@ -318,7 +318,7 @@ def artifact_slug(name: str) -> str:
 def make_task_runner(kind: str, dask_address: str | None, dask_workers: int, fit_workers: int):
     """Threads (``fit_workers`` at a time; 1 by default) or Dask: an existing scheduler or a temporary LocalCluster."""
     if kind == "threads":
-        return ThreadPoolTaskRunner(max_workers=fit_workers)
+        return None if fit_workers == 1 else ThreadPoolTaskRunner(max_workers=fit_workers)
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError as exc:
@@ -335,10 +335,14 @@ def run_fits(config: DomainConfig, done: dict[str, Any], runner: Any, progress: 
     if plan.cached is not None:
         return plan.cached, {"fits": 0, "fits_cached": 0}
     fit = fit_task.with_options(result_storage=Path(config.runs_root).resolve())
-    with runner as active:
-        futures = [active.submit(fit, parameters={"spec": spec}) for spec in plan.specs]
-        states = [future.wait() or future.state for future in futures]
-        results = [future.result() for future in futures]
+    if runner is None:  # one fit at a time, in the flow's own thread (a resnet18 step: 0.260 s here vs 0.298 s in a pool thread)
+        states = [fit(spec, return_state=True) for spec in plan.specs]
+        results = [state.result() for state in states]
+    else:
+        with runner as active:
+            futures = [active.submit(fit, parameters={"spec": spec}) for spec in plan.specs]
+            states = [future.wait() or future.state for future in futures]
+            results = [future.result() for future in futures]
     fits_cached = sum(1 for state, result in zip(states, results) if state.name == "Cached" or result.cached)
     return assemble_task(config, done, plan, results), {"fits": len(results), "fits_cached": fits_cached}
 
