@@ -48,3 +48,19 @@ def test_selection_never_reads_a_held_out_image(phantom_dir: Path, tmp_path: Pat
     assert synthesis.summary["guidance_scale"] == selection["guidance_scale"]
     manifest = pd.read_parquet(synthesis.manifest_path)
     assert manifest["seed_sha256"].notna().all() and not set(manifest["seed_sha256"]) & held_out
+
+
+def test_a_selection_that_lands_on_a_cached_set_still_reports_its_choice(phantom_dir: Path, tmp_path: Path) -> None:
+    """One candidate of each kind: selection must choose the plain run's settings and reuse its set."""
+    one = {"guidance_scale": 1.0, "guidance_candidates": [1.0], "checkpoint_candidates": 1, "mode": "real-seeded",
+           "strength": 0.5, "strength_candidates": [0.5]}
+    plain = _tiny(tmp_path, select=False, **one)
+    split = split_stage(plain, ingest_stage(plain, phantom_dir, progress=False).manifest_path)
+    generator = train_generator_stage(plain, split.split_path, progress=False)
+    first = synthesis_stage(plain, generator, progress=False)
+    assert first.summary["selection"] is None and not first.cached
+    selected = synthesis_stage(_tiny(tmp_path, select=True, **one), generator, progress=False)
+    assert selected.cached and selected.key == first.key
+    choice = selected.summary["selection"]
+    assert choice is not None and (choice["guidance_scale"], choice["strength"]) == (1.0, 0.5)
+    assert len(choice["candidates"]) == 2

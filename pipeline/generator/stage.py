@@ -201,6 +201,8 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
     if store.is_complete(SYNTHESIS_STAGE, key) and manifest_path.is_file():
         summary = store.read_summary(SYNTHESIS_STAGE, key)
         if summary.get("per_class") == config.synthesis.per_class:
+            if selection is not None:  # this run's choice (the stored set may come from a run without selection)
+                summary = {**summary, "selection": selection.record}
             return SynthesisOutput(key, directory, manifest_path, summary, cached=True)
     (directory / COMPLETE_MARKER).unlink(missing_ok=True)  # not complete until this run's marker is written
 
