@@ -88,14 +88,13 @@ def groups_of(manifest: pd.DataFrame) -> np.ndarray | None:
     columns = [c for c in ("patient_id", "dup_group") if c in manifest and manifest[c].notna().any()]
     if not columns:
         return None
-    rows = np.arange(len(manifest))
     heads, tails = [], []
-    for column in columns:
-        keys = manifest[column].astype("object").reset_index(drop=True)
-        known = keys.notna().to_numpy()
-        first = keys[known].groupby(keys[known].astype(str)).transform(lambda s: s.index[0])
-        heads.append(rows[known])
-        tails.append(first.to_numpy(dtype=int))
+    for column in columns:  # link every row to the first row with the same key
+        keys = manifest[column].astype("object")
+        known = np.flatnonzero(keys.notna().to_numpy())
+        _, first, inverse = np.unique(keys.iloc[known].astype(str).to_numpy(), return_index=True, return_inverse=True)
+        heads.append(known)
+        tails.append(known[first[inverse]])
     n = len(manifest)
     links = coo_matrix((np.ones(sum(len(h) for h in heads)), (np.concatenate(heads), np.concatenate(tails))),
                        shape=(n, n))
