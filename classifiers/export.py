@@ -2,8 +2,10 @@
 
     export_arms(results, out_dir) -> {arm: folder}      out_dir/<arm>/{model.safetensors, config.json}
 
-Which model: per arm, the one (architecture, fold) fit with the LOWEST VALIDATION LOSS (its
-best-step loss on its validation fold: the real sample's fold k under ``validation: real``).
+Which model: per arm, the (architecture, fold) fit that is best by ``classifiers.select_on``, the
+same criterion that chose each fit's step: the lowest validation loss, or the highest validation
+accuracy with the lower loss breaking ties (at the fit's best step, on its validation fold: the
+real sample's fold k under ``validation: real``).
 Held-out numbers are never used to choose: they stay an unbiased estimate of the exported model. (The fold ensemble is what the results table
 scores; a single fold model is what a user can load with timm.)
 
@@ -32,27 +34,34 @@ from timm.models import save_for_hf
 
 from classifiers import zoo
 from classifiers.data import arm_file_name
+from classifiers.early_stopping import Monitor
 from classifiers.train import FitResult
 
-SELECTION = "lowest validation loss among the arm's (architecture, fold) fits; held-out results not used"
+SELECTION = {"val_loss": "lowest validation loss among the arm's (architecture, fold) fits",
+             "val_accuracy": "highest validation accuracy (then lowest loss) among the arm's (architecture, fold) fits"}
 
 
-def select_per_arm(results: list[FitResult]) -> dict[str, FitResult]:
-    """arm -> the fit with the lowest validation loss (NaN counts as worst; ties keep the first)."""
+def select_per_arm(results: list[FitResult], select_on: Monitor = "val_loss") -> dict[str, FitResult]:
+    """arm -> its best fit by ``select_on`` (NaN counts as worst; full ties keep the first)."""
     best: dict[str, FitResult] = {}
     for result in results:
         arm = result.metrics["arm"]
-        if arm not in best or _val_loss(result) < _val_loss(best[arm]):
+        if arm not in best or _rank(result, select_on) < _rank(best[arm], select_on):
             best[arm] = result
     return best
 
 
-def _val_loss(result: FitResult) -> float:
-    value = result.metrics.get("val_loss")
-    return math.inf if value is None or math.isnan(float(value)) else float(value)
+def _rank(result: FitResult, select_on: Monitor) -> tuple[float, float]:
+    """Lower is better: (loss,) or (-accuracy, loss)."""
+    loss, accuracy = _finite(result.metrics.get("val_loss"), math.inf), _finite(result.metrics.get("val_accuracy"), 0.0)
+    return (-accuracy, loss) if select_on == "val_accuracy" else (loss, 0.0)
 
 
-def export_fit(result: FitResult, folder: Path) -> Path:
+def _finite(value: Any, worst: float) -> float:
+    return worst if value is None or not math.isfinite(float(value)) else float(value)
+
+
+def export_fit(result: FitResult, folder: Path, select_on: Monitor = "val_loss") -> Path:
     """Write one fit's best-epoch weights and timm config into ``folder`` (replaced atomically)."""
     saved = torch.load(result.directory / "model.pt", map_location="cpu", weights_only=True)
     channels, size = int(saved["in_chans"]), int(saved["image_size"])
@@ -61,7 +70,7 @@ def export_fit(result: FitResult, folder: Path) -> Path:
     m = result.metrics
     provenance = {"arm": m["arm"], "architecture": m["architecture"], "fold": m["fold"], "fit_key": result.key,
                   "val_loss": m["val_loss"], "val_accuracy": m["val_accuracy"], "best_step": m["best_step"],
-                  "pretrained_source": m["pretrained_source"], "selected_by": SELECTION}
+                  "pretrained_source": m["pretrained_source"], "selected_by": f"{SELECTION[select_on]}; held-out results not used"}
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_for_hf(model, str(tmp), safe_serialization=True,
@@ -73,13 +82,14 @@ def export_fit(result: FitResult, folder: Path) -> Path:
     return folder
 
 
-def export_arms(results: list[FitResult], out_dir: Path) -> dict[str, Any]:
+def export_arms(results: list[FitResult], out_dir: Path, select_on: Monitor = "val_loss") -> dict[str, Any]:
     """Export every arm's selected fit under ``out_dir/<arm>``; returns {arm: {path, architecture, fold, ...}}."""
     out_dir.mkdir(parents=True, exist_ok=True)
     exported = {}
-    for arm, result in sorted(select_per_arm(results).items()):
-        folder = export_fit(result, out_dir / arm_file_name(arm))
+    for arm, result in sorted(select_per_arm(results, select_on).items()):
+        folder = export_fit(result, out_dir / arm_file_name(arm), select_on)
         exported[arm] = {"path": str(folder), "architecture": result.metrics["architecture"],
                          "fold": result.metrics["fold"], "val_loss": result.metrics["val_loss"],
+                         "val_accuracy": result.metrics["val_accuracy"], "selected_by": select_on,
                          "fit_key": result.key}
     return exported

@@ -154,7 +154,8 @@ def finish_stage(config: DomainConfig, inputs: StageInputs, directory: Path, res
     table = results_table(results, test, inputs.class_names)
     atomic_write_table(results_path, table)
     summary = _summary(table, results, notes, seconds, {**config.classifiers.to_dict(), "folds": config.split.cv_folds})
-    summary["exports"] = export_arms(results, directory / "export")  # timm-loadable, chosen by validation loss
+    # timm-loadable, each arm's fit chosen on its validation fold by the same criterion as its step
+    summary["exports"] = export_arms(results, directory / "export", config.classifiers.select_on)
     atomic_write_json(directory / "summary.json", summary)
     store.mark_complete(STAGE, inputs.key, summary)
     store.latest_link(STAGE, inputs.key)

@@ -291,7 +291,8 @@ class Trainer:
                                       weight_decay=self.config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: self._lr_factor(phase, s))
         stopper = EarlyStopping(phase.patience, self.config.min_delta,
-                                self.config.min_steps if self.config.budget == "steps" else 0)
+                                self.config.min_steps if self.config.budget == "steps" else 0,
+                                monitor=self.config.select_on)
         batches = epoch_batches(phase.index, self.config.batch_size, self.generator)
         losses, correct, seen, run = 0.0, 0, 0, 0
         for local in range(1, phase.steps + 1):
@@ -312,7 +313,7 @@ class Trainer:
                     "samples_seen": self.samples_seen})
                 losses, correct, seen = 0.0, 0, 0
                 bar.set_postfix(val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.3f}")
-                if phase.selects and stopper.step(val_loss, self.step):
+                if phase.selects and stopper.step(val_loss, self.step, val_acc):
                     self.best_state, self.best_step = self._state(), self.step
                 if phase.selects and local < phase.steps and stopper.should_stop:  # a real early end
                     self.phase_steps[phase.name] = run
@@ -342,7 +343,7 @@ class Trainer:
         data_done = time.perf_counter()
         with self._autocast():
             logits = self.model(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()

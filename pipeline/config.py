@@ -349,7 +349,11 @@ class ClassifierConfig(Section):
     patience_steps: int = Field(500, ge=1)  # steps without a validation-loss improvement before stopping
     max_epochs: int = Field(50, ge=1)  # budget: epochs only
     patience: int = Field(5, ge=1)  # budget: epochs only: epochs without a validation-loss improvement
-    min_delta: float = Field(0.0, ge=0)  # an improvement must lower the validation loss by more than this
+    min_delta: float = Field(0.0, ge=0)  # an improvement must beat the best select_on value by more than this
+    # model selection and early stopping on the real fold: val_loss (lowest cross-entropy) or
+    # val_accuracy (highest accuracy, ties broken by the lower loss)
+    select_on: Literal["val_loss", "val_accuracy"] = "val_loss"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # training loss only; validation loss stays plain
     # real: fold k of the real 20% sample validates every arm; arm: the arm's own fold (the old protocol)
     validation: Literal["real", "arm"] = "real"
     pretrain_fraction: float = Field(0.5, gt=0, lt=1)  # synthetic->real: share of the budget for pretraining

@@ -6,8 +6,9 @@ domain's SHIPPED cpu classifier settings (flows/configs/domains/demo.yaml) on th
 data (200 per class, 64 px) with several seeds and require every arm that sees real images to be
 clearly above chance on the held-out 80%. The synthetic set is a stand-in (fresh phantoms of another
 seed, the demo's 40 per class), so this checks the classifier protocol, not the generator.
-The default suite keeps one seed and the real arm (the one that failed); -m slow runs three seeds
-and every arm.
+The default suite keeps one seed and the real arm (the one that failed): seed 3, where the demo's
+earlier lr 1e-3 selected steps 20-40 at chance in every fold (ensemble 0.308; see
+benchmarks/results/demo-classifiers.md); -m slow runs three seeds and every arm.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pipeline.stages import ingest_stage, split_stage
 
 
 CHANCE = 0.25  # four balanced classes
-MIN_ACCURACY = 0.45  # "clearly above chance"; measured values are in the README's classifier section
+MIN_ACCURACY = 0.45  # "clearly above chance"; measured: benchmarks/results/demo-classifiers.md
+MIN_FOLD_ACCURACY = 0.40  # no single fold model may be selected at chance either
 SEES_REAL = ("real", "real+aug", "real+synthetic", "synthetic->real")
 
 
@@ -63,10 +65,12 @@ def check(table: pd.DataFrame, arms: tuple[str, ...]) -> None:
     assert not folds["time_budget_hit"].any()  # the safety net never decides a demo result
     for arm in arms:
         assert ensemble.loc[arm, "test_accuracy"] >= MIN_ACCURACY, (arm, ensemble.loc[arm, "test_accuracy"])
+        fold_accuracy = folds[folds["arm"] == arm]["test_accuracy"]
+        assert (fold_accuracy >= MIN_FOLD_ACCURACY).all(), (arm, fold_accuracy.tolist())
 
 
 def test_demo_real_arm_is_clearly_above_chance(tmp_path: Path) -> None:
-    check(demo_results(tmp_path, 20240501, ["real"]), ("real",))
+    check(demo_results(tmp_path, 3, ["real"]), ("real",))
 
 
 @pytest.mark.slow

@@ -106,3 +106,15 @@ def test_registered_torchvision_models_export_and_reload_like_timm_models(name: 
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_select_per_arm_follows_select_on_with_the_loss_breaking_accuracy_ties() -> None:
+    from types import SimpleNamespace
+
+    from classifiers.export import select_per_arm
+
+    fits = [SimpleNamespace(key=key, metrics={"arm": "real", "val_loss": loss, "val_accuracy": accuracy})
+            for key, loss, accuracy in [("low-loss-chance", 1.2, 0.25), ("accurate", 1.9, 0.70),
+                                        ("accurate-confident", 1.5, 0.70), ("nan", float("nan"), float("nan"))]]
+    assert select_per_arm(fits)["real"].key == "low-loss-chance"  # type: ignore[arg-type]
+    assert select_per_arm(fits, "val_accuracy")["real"].key == "accurate-confident"  # type: ignore[arg-type]
