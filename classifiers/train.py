@@ -55,6 +55,9 @@ FIT_STAGE = "classifier-fits"
 _NOT_IN_KEY = ("architectures", "arms", "checkpoints", "eval_batch_size")
 _STEP_BUDGET_KEYS = ("max_steps", "min_steps", "eval_every_steps", "patience_steps")
 _EPOCH_BUDGET_KEYS = ("max_epochs", "patience")
+# options added after fits were cached: at these values they change nothing, so they stay out of the key
+# and an upgrade does not retrain every cached fit
+_NEUTRAL_DEFAULTS: dict[str, Any] = {"select_on": "val_loss", "label_smoothing": 0.0}
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,9 @@ class FitSpec:
             config.pop("augment", None)
         if self.arm not in PRETRAIN_FINETUNE:
             config.pop("pretrain_fraction", None)
+        for name, neutral in _NEUTRAL_DEFAULTS.items():
+            if config.get(name, neutral) == neutral:
+                config.pop(name, None)
         return config
 
     def classifier_config(self) -> ClassifierConfig:
