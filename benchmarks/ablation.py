@@ -77,6 +77,9 @@ ROWS: list[tuple[str, dict[str, Any]]] = [
     ("+ real-seeded synthesis (selected strength)", {"synthesis": {"mode": "real-seeded"}}),
     ("+ longer generator (1000 steps, continued)", {"generator": {"train_steps": 1000},
                                                     "classifiers": {"arms": STEP_BUDGET["arms"]}}),
+    # the diversity question rows 4-7 left: the synthetic arm trains on 50 images per class, the real
+    # arm on ~220 per class; does the same generator's output help more when there is more of it?
+    ("+ 200 synthetic images per class", {"synthesis": {"per_class": 200}}),
 ]
 
 
