@@ -159,6 +159,7 @@ def run_row(domain: str, index: int, data: str, runs_root: str, until: str, prog
     results = read_table(record.stages["classifiers"]["results"])
     synthesis = record.stages["synthesis"]["summary"]
     return {"row": index + 1, "name": ROWS[index][0], "delta": ROWS[index][1], "arms": arm_table(results),
+            "n_test": int(results["n_test"].max()),
             "signal": row_signal(config, record), "selection": synthesis.get("selection"),
             "synthesis": {k: synthesis.get(k) for k in ("x0_clip", "timestep_spacing", "guidance_scale", "synthesis_mode",
                                                         "strength", "nn_distance_median", "seed_distance_median",
@@ -297,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         row["command"] = command
         payload["rows"][str(number)] = row
+        payload["n_test"] = row["n_test"]  # the held-out real 80%: the same for every row of a domain
         if command not in payload["commands"]:
             payload["commands"].append(command)
         atomic_write_json(out_json, payload)
