@@ -121,6 +121,15 @@ def row_signal(config: DomainConfig, record: Any) -> dict[str, Any]:
             "reference_seconds": reference_out.summary["seconds"]}
 
 
+def row_paired(stages: dict[str, Any], domain: str, seed: int) -> list[str]:
+    """Each arm vs real-only on the same held-out images (exact McNemar + paired bootstrap), as the report says it."""
+    from pipeline.config import ReportConfig
+    from reports.html import answer_section
+
+    results = read_table(stages["classifiers"]["results"])
+    return answer_section(results, stages, domain, ReportConfig(), seed).get("words", [])
+
+
 def arm_table(results: pd.DataFrame) -> dict[str, dict[str, float]]:
     folds = results[results["fold"].astype(str) != "ensemble"]
     ensemble = results[results["fold"].astype(str) == "ensemble"].set_index("arm")
@@ -158,8 +167,9 @@ def run_row(domain: str, index: int, data: str, runs_root: str, until: str, prog
         return None
     results = read_table(record.stages["classifiers"]["results"])
     synthesis = record.stages["synthesis"]["summary"]
+    paired = row_paired(record.stages, domain, config.seed)
     return {"row": index + 1, "name": ROWS[index][0], "delta": ROWS[index][1], "arms": arm_table(results),
-            "n_test": int(results["n_test"].max()),
+            "n_test": int(results["n_test"].max()), "paired": paired,
             "signal": row_signal(config, record), "selection": synthesis.get("selection"),
             "synthesis": {k: synthesis.get(k) for k in ("x0_clip", "timestep_spacing", "guidance_scale", "synthesis_mode",
                                                         "strength", "nn_distance_median", "seed_distance_median",
@@ -232,6 +242,11 @@ Code: {payload.get('code', 'this checkout')}
 {chr(10).join(f'![row {r["row"]}]({domain}-row{r["row"]}-grid.png)' for r in rows
               if (RESULTS_DIR / f'{domain}-row{r["row"]}-grid.png').is_file()) or '- none written yet (--grids)'}
 
+## Paired tests vs real-only (same held-out images; exact McNemar, 95% paired-bootstrap CI)
+
+{chr(10).join(f"- row {r['row']}: " + "; ".join(w.replace(" (resnet18)", "") for w in r["paired"])
+              for r in rows if r.get("paired")) or '- none recorded yet (--paired)'}
+
 ## Selection (every candidate's score)
 
 {chr(10).join(selections) or '- no row used selection yet'}
@@ -271,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redo", action="store_true", help="recompute rows already in the results JSON")
     parser.add_argument("--note", default=None, help="text for the Note section (kept until replaced)")
     parser.add_argument("--grids", action="store_true", help="only write the sample grids of finished rows")
+    parser.add_argument("--paired", action="store_true",
+                        help="only (re)compute the paired tests of finished rows from their stored predictions")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
@@ -285,6 +302,15 @@ def main(argv: list[str] | None = None) -> int:
         for number in wanted:
             if str(number) in payload["rows"]:
                 print(f"wrote {write_grid(args.domain, payload['rows'][str(number)])}")
+        return 0
+    if args.paired:
+        for number in wanted:
+            if str(number) in payload["rows"]:
+                row = payload["rows"][str(number)]
+                run = json.loads((Path(row["run_dir"]) / "run.json").read_text())
+                row["paired"] = row_paired(run["stages"], args.domain, int(run["meta"]["seed"]))
+        atomic_write_json(out_json, payload)
+        atomic_write_text(RESULTS_DIR / f"{args.domain}.md", markdown(args.domain, payload))
         return 0
     if not Path(args.data).exists():
         print(f"ablation: skipped: dataset not found at {args.data!r}")
