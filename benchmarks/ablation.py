@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 import time
@@ -121,12 +122,12 @@ def row_signal(config: DomainConfig, record: Any) -> dict[str, Any]:
             "reference_seconds": reference_out.summary["seconds"]}
 
 
-def row_paired(stages: dict[str, Any], domain: str, seed: int) -> list[str]:
+def row_paired(stages: dict[str, Any], domain: str, seed: int, results: pd.DataFrame | None = None) -> list[str]:
     """Each arm vs real-only on the same held-out images (exact McNemar + paired bootstrap), as the report says it."""
     from pipeline.config import ReportConfig
     from reports.html import answer_section
 
-    results = read_table(stages["classifiers"]["results"])
+    results = read_table(stages["classifiers"]["results"]) if results is None else results
     return answer_section(results, stages, domain, ReportConfig(), seed).get("words", [])
 
 
@@ -167,7 +168,7 @@ def run_row(domain: str, index: int, data: str, runs_root: str, until: str, prog
         return None
     results = read_table(record.stages["classifiers"]["results"])
     synthesis = record.stages["synthesis"]["summary"]
-    paired = row_paired(record.stages, domain, config.seed)
+    paired = row_paired(record.stages, domain, config.seed, results)
     return {"row": index + 1, "name": ROWS[index][0], "delta": ROWS[index][1], "arms": arm_table(results),
             "n_test": int(results["n_test"].max()), "paired": paired,
             "signal": row_signal(config, record), "selection": synthesis.get("selection"),
@@ -244,7 +245,7 @@ Code: {payload.get('code', 'this checkout')}
 
 ## Paired tests vs real-only (same held-out images; exact McNemar, 95% paired-bootstrap CI)
 
-{chr(10).join(f"- row {r['row']}: " + "; ".join(w.replace(" (resnet18)", "") for w in r["paired"])
+{chr(10).join(f"- row {r['row']}: " + "; ".join(re.sub(r" \([\w.+-]+\)", "", w) for w in r["paired"])
               for r in rows if r.get("paired")) or '- none recorded yet (--paired)'}
 
 ## Selection (every candidate's score)

@@ -25,6 +25,11 @@ from typing import Literal
 Monitor = Literal["val_loss", "val_accuracy"]
 
 
+def selection_key(loss: float, accuracy: float, monitor: Monitor) -> tuple[float, float]:
+    """Lower is better: (loss, 0) or (-accuracy, loss); the one ordering of fits and of steps."""
+    return (-accuracy, loss) if monitor == "val_accuracy" else (loss, 0.0)
+
+
 @dataclass
 class EarlyStopping:
     patience: int  # steps without an improvement (by more than min_delta) before stopping
@@ -53,7 +58,9 @@ class EarlyStopping:
             raise ValueError("monitor='val_accuracy' needs a finite val_accuracy at every step")
         if accuracy > self.best_accuracy + self.min_delta:
             return True
-        return accuracy >= self.best_accuracy and loss < self.best_loss  # a tie: the more confident fit
+        # within min_delta of the best accuracy: the more confident fit wins, as in selection_key
+        return accuracy >= self.best_accuracy and selection_key(loss, accuracy, self.monitor) < \
+            selection_key(self.best_loss, accuracy, self.monitor)
 
     @property
     def last_step(self) -> int:

@@ -34,7 +34,7 @@ from timm.models import save_for_hf
 
 from classifiers import zoo
 from classifiers.data import arm_file_name
-from classifiers.early_stopping import Monitor
+from classifiers.early_stopping import Monitor, selection_key
 from classifiers.train import FitResult
 
 SELECTION = {"val_loss": "lowest validation loss among the arm's (architecture, fold) fits",
@@ -54,7 +54,7 @@ def select_per_arm(results: list[FitResult], select_on: Monitor = "val_loss") ->
 def _rank(result: FitResult, select_on: Monitor) -> tuple[float, float]:
     """Lower is better: (loss,) or (-accuracy, loss)."""
     loss, accuracy = _finite(result.metrics.get("val_loss"), math.inf), _finite(result.metrics.get("val_accuracy"), 0.0)
-    return (-accuracy, loss) if select_on == "val_accuracy" else (loss, 0.0)
+    return selection_key(loss, accuracy, select_on)
 
 
 def _finite(value: Any, worst: float) -> float:
