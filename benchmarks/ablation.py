@@ -81,6 +81,14 @@ ROWS: list[tuple[str, dict[str, Any]]] = [
     # the diversity question rows 4-7 left: the synthetic arm trains on 50 images per class, the real
     # arm on ~220 per class; does the same generator's output help more when there is more of it?
     ("+ 200 synthetic images per class", {"synthesis": {"per_class": 200}}),
+    # the cpu-medium budget (flows/configs/budgets/cpu-medium.yaml) on the rows' generator lineage: 2000
+    # generator steps (continued), the shipped selection (8 images per class and candidate, 5 guidance
+    # scales, reference 300 steps per fold) and the cpu profile's 400-step fits; EMA decay stays at the
+    # lineage's 0.99 (cpu-medium says 0.995) so the 1000-step generator can be continued
+    ("cpu-medium budget (generator 2000 steps, shipped selection, 400-step fits)",
+     {"generator": {"train_steps": 2000, "checkpoint_every": 250},
+      "synthesis": {"select_per_class": 8, "guidance_candidates": [1.0, 1.25, 1.5, 2.0, 3.0], "reference_steps": 300},
+      "classifiers": {"max_steps": 400, "min_steps": 200, "patience_steps": 100, "arms": STEP_BUDGET["arms"]}}),
 ]
 
 
@@ -199,6 +207,7 @@ def write_grid(domain: str, row: dict[str, Any], per_row: int = 8) -> Path:
                       title=f"{domain} row {row['row']}: {row['name']} (real 20% sample vs synthetic)")
 
 
+_ARCH_NAME = re.compile(r" \([\w.+-]+\)")  # "(resnet18)" in the report's sentences: one architecture here
 ARMS_ORDER = ("synthetic", "real", "real+aug", "real+synthetic", "synthetic->real")
 
 
@@ -225,6 +234,8 @@ def markdown(domain: str, payload: dict[str, Any]) -> str:
             selections.append(f"- row {r['row']}: chose checkpoint step {sel['checkpoint_step']}, guidance "
                               f"{sel['guidance_scale']}" + (f", strength {sel['strength']}" if sel.get("strength") else "")
                               + f" (reference CV accuracy {sel['reference_cv_accuracy']:.3f}). Candidates: {cands}")
+    paired_lines = "\n".join(f"- row {r['row']}: " + "; ".join(_ARCH_NAME.sub("", w) for w in r["paired"])
+                             for r in rows if r.get("paired"))
     return f"""# Ablation: {domain}
 
 Command(s): {'; '.join(f'`{c}`' for c in payload['commands'])}
@@ -245,8 +256,7 @@ Code: {payload.get('code', 'this checkout')}
 
 ## Paired tests vs real-only (same held-out images; exact McNemar, 95% paired-bootstrap CI)
 
-{chr(10).join(f"- row {r['row']}: " + "; ".join(re.sub(r" \([\w.+-]+\)", "", w) for w in r["paired"])
-              for r in rows if r.get("paired")) or '- none recorded yet (--paired)'}
+{paired_lines or '- none recorded yet (--paired)'}
 
 ## Selection (every candidate's score)
 

@@ -1,0 +1,49 @@
+"""benchmarks/ablation.py: it imports on the supported Pythons, its committed tables are what its code renders
+from its committed JSON, and the row that says "cpu-medium budget" runs the shipped cpu-medium settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import ablation
+from pipeline.config import load_domain_config
+
+DOMAINS = ("brain-mri", "covid-ct")
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_committed_markdown_is_the_rendering_of_the_committed_json(domain: str) -> None:
+    payload = json.loads((ablation.RESULTS_DIR / f"{domain}.json").read_text())
+    committed = (ablation.RESULTS_DIR / f"{domain}.md").read_text()
+    assert ablation.markdown(domain, payload) == committed
+    for row in payload["rows"].values():  # every row names each arm's held-out ensemble accuracy
+        assert {"real", "synthetic"} <= set(row["arms"]) and 0.0 <= row["arms"]["real"]["accuracy"] <= 1.0
+
+
+def test_paired_sentences_lose_the_architecture_name_only() -> None:
+    payload = {"rows": {"1": {"row": 1, "name": "r", "arms": {}, "signal": {"cas": 0.5, "gap": 0.1},
+                              "compute_minutes": 1.0,
+                              "paired": ["real+synthetic (resnet18) vs real-only (resnet18): +1.7 points (p = 0.011)",
+                                         "synthetic (mobilenetv2_100) vs real-only: -3.0 points"]}},
+               "commands": [], "shrinks": ""}
+    text = ablation.markdown("d", payload)
+    assert "- row 1: real+synthetic vs real-only: +1.7 points (p = 0.011); synthetic vs real-only: -3.0 points" in text
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_cpu_medium_row_runs_the_shipped_cpu_medium_settings(domain: str, tmp_path) -> None:
+    number = next(i for i, (name, _) in enumerate(ablation.ROWS) if name.startswith("cpu-medium budget"))
+    row = ablation.row_config(domain, number, str(tmp_path))
+    shipped = load_domain_config(domain, budget="cpu-medium")
+    for field in ("train_steps", "checkpoint_every", "image_size", "prediction_type", "snr_gamma"):
+        assert getattr(row.generator, field) == getattr(shipped.generator, field), field
+    for field in ("per_class", "steps", "select", "select_per_class", "guidance_candidates", "strength_candidates",
+                  "checkpoint_candidates", "reference_steps", "sampler"):
+        assert getattr(row.synthesis, field) == getattr(shipped.synthesis, field), field
+    for field in ("budget", "max_steps", "min_steps", "eval_every_steps", "patience_steps", "batch_size",
+                  "learning_rate", "architectures", "image_size"):
+        assert getattr(row.classifiers, field) == getattr(shipped.classifiers, field), field
+    assert row.split.cv_folds == shipped.split.cv_folds
+    assert row.synthesis.mode == "real-seeded" and row.generator.ema_decay == 0.99  # the two stated differences
