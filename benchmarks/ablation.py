@@ -291,7 +291,9 @@ SHRINKS = """- one architecture (resnet18, from scratch: no pretrained weights o
 - selection, rows 5-8: 4 images per class per candidate, guidance 1 / 1.5 / 2 / 3, the 2 newest checkpoints,
   the reference classifier 150 steps per fold (3 folds); row 9: the shipped 8 images, guidance
   1 / 1.25 / 1.5 / 2 / 3, reference 300 steps per fold
-- the synthetic->real arm (pretrain on synthetic, fine-tune on real, same total steps) only in rows 3, 7, 8, 9
+- the synthetic->real arm (pretrain on synthetic, fine-tune on real, same total steps) only in rows 3, 7, 8, 9;
+  row 10 (the shipped cpu-medium budget: selection on validation accuracy) fits synthetic, real and
+  real+synthetic only
 - rows 1-2 ran on the classifier code before issue 8's classifier changes; rows 3-7 on efficacy-clf's
   step budgets / real-fold validation / MONAI real+aug / synthetic->real code"""
 
@@ -322,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         for number in wanted:
             if str(number) in payload["rows"]:
                 print(f"wrote {write_grid(args.domain, payload['rows'][str(number)])}")
+        atomic_write_text(RESULTS_DIR / f"{args.domain}.md", markdown(args.domain, payload))  # it lists the grids
         return 0
     if args.paired:
         for number in wanted:

@@ -33,9 +33,11 @@ def test_paired_sentences_lose_the_architecture_name_only() -> None:
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
-def test_cpu_medium_row_runs_the_shipped_cpu_medium_settings(domain: str, tmp_path) -> None:
+def test_cpu_medium_rows_run_the_shipped_cpu_medium_settings(domain: str, tmp_path) -> None:
+    """Row 9 is the budget with model selection on validation loss; row 10, the last, is the budget as shipped."""
     number = next(i for i, (name, _) in enumerate(ablation.ROWS) if name.startswith("cpu-medium budget"))
-    row = ablation.row_config(domain, number, str(tmp_path))
+    assert ablation.row_config(domain, number, str(tmp_path)).classifiers.select_on == "val_loss"
+    row = ablation.row_config(domain, len(ablation.ROWS) - 1, str(tmp_path))
     shipped = load_domain_config(domain, budget="cpu-medium")
     for field in ("train_steps", "checkpoint_every", "image_size", "prediction_type", "snr_gamma"):
         assert getattr(row.generator, field) == getattr(shipped.generator, field), field
@@ -43,7 +45,7 @@ def test_cpu_medium_row_runs_the_shipped_cpu_medium_settings(domain: str, tmp_pa
                   "checkpoint_candidates", "reference_steps", "sampler"):
         assert getattr(row.synthesis, field) == getattr(shipped.synthesis, field), field
     for field in ("budget", "max_steps", "min_steps", "eval_every_steps", "patience_steps", "batch_size",
-                  "learning_rate", "architectures", "image_size"):
+                  "learning_rate", "architectures", "image_size", "select_on"):
         assert getattr(row.classifiers, field) == getattr(shipped.classifiers, field), field
-    assert row.split.cv_folds == shipped.split.cv_folds
+    assert row.split.cv_folds == shipped.split.cv_folds and shipped.classifiers.select_on == "val_accuracy"
     assert row.synthesis.mode == "real-seeded" and row.generator.ema_decay == 0.99  # the two stated differences
