@@ -58,9 +58,8 @@ class EarlyStopping:
             raise ValueError("monitor='val_accuracy' needs a finite val_accuracy at every step")
         if accuracy > self.best_accuracy + self.min_delta:
             return True
-        # within min_delta of the best accuracy: the more confident fit wins, as in selection_key
-        return accuracy >= self.best_accuracy and selection_key(loss, accuracy, self.monitor) < \
-            selection_key(self.best_loss, accuracy, self.monitor)
+        # a tie on accuracy: the lower loss (the more confident fit) wins, the order of selection_key
+        return accuracy >= self.best_accuracy and loss < self.best_loss
 
     @property
     def last_step(self) -> int:

@@ -52,7 +52,7 @@ def select_per_arm(results: list[FitResult], select_on: Monitor = "val_loss") ->
 
 
 def _rank(result: FitResult, select_on: Monitor) -> tuple[float, float]:
-    """Lower is better: (loss,) or (-accuracy, loss)."""
+    """Lower is better (``selection_key``); a missing or non-finite metric ranks last."""
     loss, accuracy = _finite(result.metrics.get("val_loss"), math.inf), _finite(result.metrics.get("val_accuracy"), 0.0)
     return selection_key(loss, accuracy, select_on)
 
