@@ -90,8 +90,13 @@ def arm_file_name(arm: str) -> str:
 
 
 def held_out_manifest(split: Split) -> pd.DataFrame:
-    """The held-out 80% real set, in canonical order."""
+    """The held-out real test set (the 80%, less any development share), in canonical order."""
     return canonical_order(_rows(split.test, "real"))
+
+
+def dev_manifest(split: Split) -> pd.DataFrame:
+    """The development share of the held-out side (``split.dev_fraction``; empty by default), canonical order."""
+    return canonical_order(_rows(split.dev, "real"))
 
 
 def load_tensors(manifest: pd.DataFrame, class_names: list[str], mode: str, size: int,

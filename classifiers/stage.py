@@ -8,11 +8,14 @@ What the pipeline runner calls::
     out.summary["exports"][arm]["path"]   # export/<arm>/: the arm's model for timm.create_model
 
 Named steps: ``read_inputs`` (split, classes, synthetic set, stage key), ``plan_fits`` (the
-held-out, real-sample and arm manifests, one FitSpec per arm x architecture x fold), ``run_fit``
-per spec, ``finish_stage`` (results table, ensembles, summary, exports). The stage key hashes the
-split, the synthetic set's content and the classifier settings; a complete key is returned from
-the store. Fits are stored under their own keys (see classifiers.train), so changing, say, the
-list of arms reuses every fit that did not change.
+real-sample and arm manifests, one FitSpec per arm x architecture x fold), ``run_fit`` per spec,
+``finish_stage``: each arm's architecture chosen on validation (classifiers.choice), then the one
+read of the held-out images - every frozen fit scored on ``test`` (and ``dev``, with a development
+split; classifiers.scoring) - then the results table, ensembles, summary and exports. The stage key
+hashes the split, the synthetic set's content and the classifier settings; a complete key is
+returned from the store. Fits are keyed by what they train on only (see classifiers.train), so a
+changed held-out set rescores the same frozen fits, and changing the list of arms reuses every
+fit that did not change.
 Arms that need synthetic data are skipped, with a note in the summary, when there is none.
 """
 
@@ -29,11 +32,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from classifiers import zoo
+from classifiers.choice import choose_per_arm
 from classifiers.cv import assert_disjoint_from_test
 from classifiers.export import export_arms
-from classifiers.data import (AUGMENTED, NEEDS_SYNTHETIC, arm_file_name, arm_manifest, held_out_manifest,
-                              load_tensors, read_synthetic_manifest, real_sample_manifest)
-from classifiers.metrics import classification_metrics, ensemble_probabilities
+from classifiers.data import (AUGMENTED, NEEDS_SYNTHETIC, arm_file_name, arm_manifest, dev_manifest,
+                              held_out_manifest, load_tensors, read_synthetic_manifest, real_sample_manifest)
+from classifiers.metrics import ensemble_probabilities
+from classifiers.scoring import DEV, TEST, EvaluationSet, evaluation_set, score_fits, set_metrics
 from classifiers.train import FitResult, FitSpec, run_fit
 from pipeline.config import DomainConfig, hash_payload
 from pipeline.image_tensors import domain_cache_dir
@@ -47,7 +52,7 @@ ENSEMBLE = "ensemble"
 _PER_FOLD = frozenset({"n_train", "n_val", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_hash",
                        "steps_run", "pretrain_steps", "samples_seen", "epochs_run", "best_step", "data_wait_share",
                        "seed"})
-_INTEGER_COLUMNS = ("n_train", "n_val", "n_test", "val_synthetic", "step_budget", "steps_run", "pretrain_steps",
+_INTEGER_COLUMNS = ("n_train", "n_val", "n_test", "n_dev", "val_synthetic", "step_budget", "steps_run", "pretrain_steps",
                     "min_steps", "samples_seen", "best_step", "seed")
 
 
@@ -85,10 +90,10 @@ def classifiers_stage(config: DomainConfig, split_path: str | os.PathLike[str],
         return ClassifierOutput(inputs.key, directory, directory / "results.parquet",
                                 store.read_summary(STAGE, inputs.key), cached=True)
     started = time.perf_counter()
-    specs, test, notes = plan_fits(config, inputs, directory, progress)
+    specs, notes = plan_fits(config, inputs, directory, progress)
     results = [run_fit(spec, progress=progress)
                for spec in tqdm(specs, desc=f"{config.name} classifier fits", unit="fit", disable=not progress)]
-    return finish_stage(config, inputs, directory, results, test, notes, time.perf_counter() - started)
+    return finish_stage(config, inputs, directory, results, notes, time.perf_counter() - started)
 
 
 def read_inputs(config: DomainConfig, split_path: str | os.PathLike[str],
@@ -110,17 +115,20 @@ def read_inputs(config: DomainConfig, split_path: str | os.PathLike[str],
 
 
 def plan_fits(config: DomainConfig, inputs: StageInputs, directory: Path, progress: bool
-              ) -> tuple[list[FitSpec], pd.DataFrame, list[str]]:
-    """Write the held-out, real-sample and arm manifests (decoding each once) and one FitSpec per fit."""
+              ) -> tuple[list[FitSpec], list[str]]:
+    """Write the real-sample and arm manifests (decoding each once) and one FitSpec per fit.
+
+    The held-out manifests are only compared by content hash here (no arm may hold a held-out image);
+    their pixels are first read by ``finish_stage``, after every fit is frozen.
+    """
     cc = config.classifiers
     cache_dir = domain_cache_dir(config.runs_root, config.name)
-    test = held_out_manifest(inputs.split)
+    held_out = pd.concat([held_out_manifest(inputs.split), dev_manifest(inputs.split)], ignore_index=True)
     real = real_sample_manifest(inputs.split)
-    test_path, real_path = directory / "test_manifest.parquet", directory / "real_sample.parquet"
-    for path, table in ((test_path, test), (real_path, real)):
-        atomic_write_table(path, table, csv_copy=False)
-        load_tensors(table, inputs.class_names, config.data.mode, cc.image_size, cache_dir, progress)
-    assert_disjoint_from_test(real, test, "real sample")
+    real_path = directory / "real_sample.parquet"
+    atomic_write_table(real_path, real, csv_copy=False)
+    load_tensors(real, inputs.class_names, config.data.mode, cc.image_size, cache_dir, progress)
+    assert_disjoint_from_test(real, held_out, "real sample")
     notes: list[str] = []
     specs: list[FitSpec] = []
     for arm in cc.arms:
@@ -128,7 +136,7 @@ def plan_fits(config: DomainConfig, inputs: StageInputs, directory: Path, progre
             notes.append(f"arm {arm!r} skipped: no synthetic manifest was given")
             continue
         table = arm_manifest(arm, inputs.split, inputs.synthetic)
-        assert_disjoint_from_test(table, test, arm)
+        assert_disjoint_from_test(table, held_out, arm)
         arm_path = directory / "arms" / f"{arm_file_name(arm)}.parquet"
         atomic_write_table(arm_path, table, csv_copy=False)
         load_tensors(table, inputs.class_names, config.data.mode, cc.image_size, cache_dir, progress)
@@ -138,52 +146,79 @@ def plan_fits(config: DomainConfig, inputs: StageInputs, directory: Path, progre
                     domain=config.name, arm=arm, architecture=architecture, fold=fold,
                     arm_manifest_path=str(arm_path), arm_hash=manifest_hash(table),
                     real_manifest_path=str(real_path), real_hash=manifest_hash(real),
-                    test_manifest_path=str(test_path), test_hash=manifest_hash(test),
                     class_names=tuple(inputs.class_names), mode=config.data.mode, seed=config.seed,
                     config=cc.to_dict(), folds=config.split.cv_folds, augment=arm in AUGMENTED,
                     runs_root=str(config.runs_root),
                     cache_dir=str(cache_dir)))
-    return specs, test, notes
+    return specs, notes
+
+
+def evaluation_sets(config: DomainConfig, inputs: StageInputs, directory: Path) -> list[EvaluationSet]:
+    """The held-out sets, written beside the results (test_manifest.parquet, dev_manifest.parquet) and decoded."""
+    cache_dir = domain_cache_dir(config.runs_root, config.name)
+    sets = []
+    for name, table in ((TEST, held_out_manifest(inputs.split)), (DEV, dev_manifest(inputs.split))):
+        if table.empty:
+            continue
+        atomic_write_table(directory / f"{name}_manifest.parquet", table, csv_copy=False)
+        sets.append(evaluation_set(name, table, inputs.class_names, config.data.mode, config.classifiers.image_size,
+                                   cache_dir))
+    return sets
 
 
 def finish_stage(config: DomainConfig, inputs: StageInputs, directory: Path, results: list[FitResult],
-                 test: pd.DataFrame, notes: list[str], seconds: float) -> ClassifierOutput:
-    """One results table from the fits (fold rows + ensembles), stored, summarised, marked complete."""
+                 notes: list[str], seconds: float) -> ClassifierOutput:
+    """Score the frozen fits on the held-out sets, then one results table (fold rows + ensembles), stored,
+    summarised, exported, marked complete."""
     store = RunStore(config.runs_root, config.name)
+    cc = config.classifiers
     results_path = directory / "results.parquet"
-    table = results_table(results, test, inputs.class_names)
+    sets = evaluation_sets(config, inputs, directory)  # the one read of held-out pixels and labels
+    scores = score_fits(results, sets, directory, config.runs_root, config.name, cc.eval_batch_size)
+    table = results_table(results, sets, scores, inputs.class_names)
     atomic_write_table(results_path, table)
-    summary = _summary(table, results, notes, seconds, {**config.classifiers.to_dict(), "folds": config.split.cv_folds})
-    # timm-loadable, each arm's fit chosen on its validation fold by the same criterion as its step
-    summary["exports"] = export_arms(results, directory / "export", config.classifiers.select_on)
+    chosen = choose_per_arm(table, cc.select_on, cc.primary_architecture)
+    summary = _summary(table, chosen, results, notes, seconds, {**cc.to_dict(), "folds": config.split.cv_folds})
+    # timm-loadable: per arm, the chosen architecture's fold that is best on its validation fold
+    architectures = {str(r.arm): str(r.architecture) for r in chosen.itertuples()}
+    summary["exports"] = export_arms([r for r in results if architectures.get(r.metrics["arm"]) ==
+                                      r.metrics["architecture"]], directory / "export", cc.select_on)
     atomic_write_json(directory / "summary.json", summary)
     store.mark_complete(STAGE, inputs.key, summary)
     store.latest_link(STAGE, inputs.key)
     return ClassifierOutput(inputs.key, directory, results_path, summary)
 
 
-def results_table(results: list[FitResult], test: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
-    """Fold rows as stored, plus one ensemble row (mean fold probabilities) per (arm, architecture)."""
-    index = {name: i for i, name in enumerate(class_names)}
-    y_test = np.array([index[label] for label in test["label"].astype(str)])
-    rows = [dict(r.metrics) for r in results]
+def results_table(results: list[FitResult], sets: list[EvaluationSet], scores: dict[str, dict[str, np.ndarray]],
+                  class_names: list[str]) -> pd.DataFrame:
+    """Fold rows (fit metrics + each held-out set's metrics), plus one ensemble row (mean fold probabilities)
+    per (arm, architecture)."""
+
+    def scored(keys: list[str]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for held_out in sets:
+            probs = ensemble_probabilities([scores[held_out.name][k] for k in keys])
+            out.update(set_metrics(held_out.name, held_out.labels, probs, class_names))
+            out[f"n_{held_out.name}"] = int(len(held_out.labels))
+        return out
+
+    rows = [{**r.metrics, **scored([r.key])} for r in results]
     groups: dict[tuple[str, str], list[FitResult]] = {}
     for result in results:
         groups.setdefault((result.metrics["arm"], result.metrics["architecture"]), []).append(result)
     for (arm, architecture), members in groups.items():
-        probs = ensemble_probabilities([np.load(m.test_probs_path) for m in members])
         row = {}
         for column in members[0].metrics:  # a setting shared by every fold is kept; per-fold values are not
             values = [m.metrics.get(column) for m in members]
             row[column] = values[0] if column not in _PER_FOLD and all(v == values[0] for v in values) else None
         row.update({
-            "fold": ENSEMBLE, "fit_key": ",".join(m.key for m in members), "n_test": int(len(y_test)),
+            "fold": ENSEMBLE, "fit_key": ",".join(m.key for m in members),
             "pretrained_used": all(m.metrics["pretrained_used"] for m in members),
             "stopped_reason": ",".join(sorted({m.metrics["stopped_reason"] for m in members})),
             "time_budget_hit": any(m.metrics["time_budget_hit"] for m in members),
             "fit_seconds": round(sum(m.metrics["fit_seconds"] for m in members), 3),
             "data_seconds": round(sum(m.metrics["data_seconds"] for m in members), 3),
-            **classification_metrics(y_test, probs, class_names),
+            **scored([m.key for m in members]),
         })
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -195,7 +230,7 @@ def results_table(results: list[FitResult], test: pd.DataFrame, class_names: lis
     return table.sort_values(["arm", "architecture", "fold"], kind="stable").reset_index(drop=True)
 
 
-def _summary(table: pd.DataFrame, results: list[FitResult], notes: list[str], seconds: float,
+def _summary(table: pd.DataFrame, chosen: pd.DataFrame, results: list[FitResult], notes: list[str], seconds: float,
              settings: dict[str, Any]) -> dict[str, Any]:
     ensemble = table[table["fold"] == ENSEMBLE]
     weights_notes = sorted({r.metrics["pretrained_note"] for r in results if r.metrics["pretrained_note"]})
@@ -204,14 +239,16 @@ def _summary(table: pd.DataFrame, results: list[FitResult], notes: list[str], se
     if budget_hits:
         notes.append(f"time budget ({settings['time_budget_s']} s per fit) ended {len(budget_hits)} fit(s) early: "
                      f"{', '.join(budget_hits)}")
-    best = {}
-    for arm, rows in ensemble.groupby("arm"):
-        top = rows.sort_values("test_accuracy", ascending=False).iloc[0]
-        best[arm] = {"architecture": top["architecture"], "test_accuracy": float(top["test_accuracy"]),
-                     "f1_macro": float(top["f1_macro"])}
+    # chosen on validation (classifiers.choice); the held-out numbers are the chosen model's score, not the reason
+    chosen_per_arm = {str(r.arm): {"architecture": str(r.architecture), "chosen_by": str(r.chosen_by),
+                                   "val_loss_mean": float(r.val_loss_mean), "val_accuracy_mean": float(r.val_accuracy_mean),
+                                   "test_accuracy": float(r.test_accuracy), "f1_macro": float(r.f1_macro),
+                                   **({"dev_accuracy": float(r.dev_accuracy)} if "dev_accuracy" in chosen else {})}
+                      for r in chosen.itertuples()}
     return {
         "fits": len(results), "fits_reused": sum(r.cached for r in results), "seconds": round(seconds, 1),
-        "arms": sorted(ensemble["arm"].unique().tolist()), "best_per_arm": best,
+        "arms": sorted(ensemble["arm"].unique().tolist()), "chosen_per_arm": chosen_per_arm,
+        "evaluation_sets": sorted({c[len("n_"):] for c in table.columns if c in ("n_test", "n_dev")}),
         "ensemble_accuracy": {f"{r.arm}/{r.architecture}": float(r.test_accuracy) for r in ensemble.itertuples()},
         "notes": notes + weights_notes, "settings": settings,
     }

@@ -7,17 +7,19 @@ scheduler (Prefect, a Dask cluster) can fan out and a killed run can resume.
 
 A fit is a few named steps (``run_fit`` reads top to bottom):
 
-    load_fit_data   the arm's pool, fold k's training rows and validation rows (classifiers.cv.fold_plan),
-                    the held-out test set; decoded once and cached
+    load_fit_data   the arm's pool, fold k's training rows and validation rows (classifiers.cv.fold_plan);
+                    decoded once and cached. A fit never reads a held-out image: scoring frozen fits on the
+                    held-out set is classifiers.scoring's job, the one place that reads them
     plan_phases     the step budget: ``budget: steps`` gives every arm ``max_steps`` optimizer steps;
                     ``budget: epochs`` (old) gives ``max_epochs`` passes over the arm's own rows;
                     ``synthetic->real`` splits the one budget into a synthetic pretrain and a real fine-tune
     Trainer.run     AdamW, cross-entropy, cosine schedule over each phase, validation every
                     ``eval_every_steps`` on the validation rows (fold k of the REAL sample by default),
-                    early stopping after ``min_steps`` and ``patience_steps`` without improvement, the
-                    best validated weights restored; bf16 autocast on a GPU
-    save_fit        model.pt, test probabilities, history.json, record.json (which rows trained and
-                    validated, by index and content hash; each phase's steps), metrics.json
+                    early stopping after ``min_steps`` and ``patience_steps`` without improvement (the
+                    floor counted from each selecting phase's start, in proportion to its share of the
+                    budget), the best validated weights restored; bf16 autocast on a GPU
+    save_fit        model.pt, history.json, record.json (which rows trained and validated, by index and
+                    content hash; each phase's steps), metrics.json (validation only)
 
 ``time_budget_s`` is only a safety net: it ends a fit after the current step, keeps the best
 weights seen so far and records ``time_budget_hit``; results never depend on it otherwise.
@@ -46,13 +48,12 @@ from classifiers import zoo
 from classifiers.cv import FoldPlan, fold_plan
 from classifiers.data import PRETRAIN_FINETUNE, BatchMaker, load_tensors
 from classifiers.early_stopping import EarlyStopping
-from classifiers.metrics import classification_metrics
 from classifiers.weights import WeightsChoice, build_model
 from pipeline.config import ClassifierConfig, from_dict, hash_payload
 from pipeline.store import RunStore, atomic_save_with, atomic_write_json, read_json
 
 FIT_STAGE = "classifier-fits"
-_NOT_IN_KEY = ("architectures", "arms", "checkpoints", "eval_batch_size")
+_NOT_IN_KEY = ("architectures", "arms", "checkpoints", "eval_batch_size", "primary_architecture")
 _STEP_BUDGET_KEYS = ("max_steps", "min_steps", "eval_every_steps", "patience_steps")
 _EPOCH_BUDGET_KEYS = ("max_epochs", "patience")
 # options added after fits were cached: at these values they change nothing, so they stay out of the key
@@ -72,8 +73,6 @@ class FitSpec:
     arm_hash: str  # content hash of that manifest (sha256 + label per row)
     real_manifest_path: str  # the real 20% sample, canonical order: its folds validate every arm
     real_hash: str
-    test_manifest_path: str  # the held-out real set, same columns
-    test_hash: str
     class_names: tuple[str, ...]
     mode: str  # L or RGB
     seed: int
@@ -87,9 +86,8 @@ class FitSpec:
     def key(self) -> str:
         return hash_payload({"arm": self.arm, "architecture": self.architecture, "fold": self.fold,
                              "folds": self.folds, "arm_hash": self.arm_hash, "real_hash": self.real_hash,
-                             "test_hash": self.test_hash,
                              "class_names": list(self.class_names), "mode": self.mode, "seed": self.seed,
-                             "config": self._key_config(), "augment": self.augment, "version": 2})
+                             "config": self._key_config(), "augment": self.augment, "version": 3})
 
     def _key_config(self) -> dict[str, Any]:
         """The settings this fit's result depends on (others change, the fit is reused)."""
@@ -119,14 +117,10 @@ class FitResult:
     cached: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def test_probs_path(self) -> Path:
-        return self.directory / "test_probs.npy"
-
 
 @dataclass
 class FitData:
-    """The tensors of one fit: the arm's pool, which rows train, the validation set, the test set."""
+    """The tensors of one fit: the arm's pool, which rows train, the validation set (never a held-out image)."""
 
     images: torch.Tensor  # uint8, the arm's pool
     labels: torch.Tensor
@@ -136,8 +130,6 @@ class FitData:
     val_labels: torch.Tensor
     val_sha256: list[str]
     val_sources: list[str]
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -159,7 +151,7 @@ def fit_seed(seed: int, *parts: object) -> int:
 
 
 def run_fit(spec: FitSpec, progress: bool = False) -> FitResult:
-    """Train one (arm, architecture, fold), test it on the held-out set, store and return its metrics."""
+    """Train one (arm, architecture, fold) and select its step on validation; store and return its metrics."""
     store = RunStore(spec.runs_root, spec.domain)
     key = spec.key
     directory = store.stage_dir(FIT_STAGE, key)
@@ -183,21 +175,18 @@ def run_fit(spec: FitSpec, progress: bool = False) -> FitResult:
     trainer = Trainer(model, BatchMaker(mean, std, config, augment=spec.augment), config, device, seed)
     trainer.run(phases, data, started, progress, desc=f"{spec.arm}/{spec.architecture}/fold{spec.fold}")
     model.load_state_dict(trainer.best_state)
-    probs = trainer.predict_probs(data.test_images)
-    metrics = fit_metrics(spec, config, data, phases, trainer, weights, probs, key, device,
-                          time.perf_counter() - started)
-    save_fit(directory, spec, key, trainer, data, phases, probs, metrics, (mean, std))
-    store.mark_complete(FIT_STAGE, key, {"test_accuracy": metrics["test_accuracy"],
+    metrics = fit_metrics(spec, config, data, phases, trainer, weights, key, device, time.perf_counter() - started)
+    save_fit(directory, spec, key, trainer, data, phases, metrics, (mean, std))
+    store.mark_complete(FIT_STAGE, key, {"val_loss": metrics["val_loss"], "val_accuracy": metrics["val_accuracy"],
                                          "stopped_reason": metrics["stopped_reason"]})
     return FitResult(key, directory, metrics)
 
 
 def load_fit_data(spec: FitSpec, config: ClassifierConfig) -> FitData:
-    """Decode (cached) the arm's pool, the real sample and the test set; pick fold k's rows."""
+    """Decode (cached) the arm's pool and the real sample; pick fold k's rows."""
     class_names = list(spec.class_names)
     arm = pd.read_parquet(spec.arm_manifest_path)
     real = pd.read_parquet(spec.real_manifest_path)
-    test = pd.read_parquet(spec.test_manifest_path)
     images, labels = load_tensors(arm, class_names, spec.mode, config.image_size, spec.cache_dir)
     plan = fold_plan(arm, real, spec.fold, spec.folds, spec.seed, config.validation)
     val_table = real if plan.val_table == "real" else arm
@@ -206,12 +195,10 @@ def load_fit_data(spec: FitSpec, config: ClassifierConfig) -> FitData:
     else:
         pool_images, pool_labels = images, labels
     val = torch.from_numpy(plan.val)
-    test_images, test_labels = load_tensors(test, class_names, spec.mode, config.image_size, spec.cache_dir)
     return FitData(images=images, labels=labels, sources=arm["source"].astype(str).to_numpy(), plan=plan,
                    val_images=pool_images[val], val_labels=pool_labels[val],
                    val_sha256=val_table["sha256"].iloc[plan.val].astype(str).tolist(),
-                   val_sources=val_table["source"].iloc[plan.val].astype(str).tolist(),
-                   test_images=test_images, test_labels=test_labels)
+                   val_sources=val_table["source"].iloc[plan.val].astype(str).tolist())
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -296,8 +283,7 @@ class Trainer:
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.learning_rate,
                                       weight_decay=self.config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: self._lr_factor(phase, s))
-        stopper = EarlyStopping(phase.patience, self.config.min_delta,
-                                self.config.min_steps if self.config.budget == "steps" else 0,
+        stopper = EarlyStopping(phase.patience, self.config.min_delta, self.step + phase_min_steps(phase, self.config),
                                 monitor=self.config.select_on)
         batches = epoch_batches(phase.index, self.config.batch_size, self.generator)
         losses, correct, seen, run = 0.0, 0, 0, 0
@@ -383,13 +369,22 @@ class Trainer:
         logits = self._logits(images)
         return float(F.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
 
-    def predict_probs(self, images: torch.Tensor) -> np.ndarray:
-        return torch.softmax(self._logits(images), dim=1).numpy().astype(np.float64)
+
+
+def phase_min_steps(phase: Phase, config: ClassifierConfig) -> int:
+    """Steps a phase runs before early stopping may end it, counted from the phase's own start.
+
+    ``min_steps`` in proportion to the phase's share of the budget: the whole floor for a one-phase fit,
+    and for synthetic->real a floor of its own for the real fine-tune (the global step alone would let
+    the fine-tune stop after ``patience_steps``, since pretraining already passed ``min_steps``).
+    """
+    if config.budget != "steps":
+        return 0
+    return min(phase.steps, round(config.min_steps * phase.steps / config.max_steps))
 
 
 def fit_metrics(spec: FitSpec, config: ClassifierConfig, data: FitData, phases: list[Phase], trainer: Trainer,
-                weights: WeightsChoice, probs: np.ndarray, key: str, device: torch.device,
-                fit_seconds: float) -> dict[str, Any]:
+                weights: WeightsChoice, key: str, device: torch.device, fit_seconds: float) -> dict[str, Any]:
     """The fit's row of the results table (flat: one value per column)."""
     selected = [h for h in trainer.history if h["step"] == trainer.best_step]
     best = selected[0] if selected else trainer.history[-1]
@@ -399,7 +394,7 @@ def fit_metrics(spec: FitSpec, config: ClassifierConfig, data: FitData, phases: 
         "fit_key": key, "image_size": config.image_size, "channels": int(data.images.shape[1]),
         "pretrained_requested": weights.requested, "pretrained_used": weights.used,
         "pretrained_source": weights.source, "pretrained_note": weights.note,
-        "n_train": int(len(data.plan.train)), "n_val": int(len(data.val_labels)), "n_test": int(len(data.test_labels)),
+        "n_train": int(len(data.plan.train)), "n_val": int(len(data.val_labels)),
         "budget": config.budget, "validation": data.plan.val_table,
         "val_synthetic": int(sum(s != "real" for s in data.val_sources)),
         "val_hash": hash_payload(sorted(data.val_sha256)),
@@ -414,19 +409,17 @@ def fit_metrics(spec: FitSpec, config: ClassifierConfig, data: FitData, phases: 
         "fit_seconds": round(fit_seconds, 3), "data_seconds": round(trainer.data_seconds, 3),
         "data_wait_share": round(trainer.data_seconds / max(trainer.train_seconds, 1e-9), 4),
         "device": str(device), "seed": fit_seed(spec.seed, spec.arm, spec.architecture, spec.fold),
-        **classification_metrics(data.test_labels.numpy(), probs, list(spec.class_names)),
     }
 
 
 def save_fit(directory: Path, spec: FitSpec, key: str, trainer: Trainer, data: FitData, phases: list[Phase],
-             probs: np.ndarray, metrics: dict[str, Any], normalisation: tuple[list[float], list[float]]) -> None:
+             metrics: dict[str, Any], normalisation: tuple[list[float], list[float]]) -> None:
     """Write the fit's files; metrics.json last (the store marks the key complete after it)."""
     mean, std = normalisation
     state = trainer.best_state
     atomic_save_with(directory / "model.pt", lambda tmp: torch.save(
         {"state_dict": state, "architecture": spec.architecture, "class_names": list(spec.class_names),
          "in_chans": int(data.images.shape[1]), "image_size": metrics["image_size"], "mean": mean, "std": std}, tmp))
-    atomic_save_with(directory / "test_probs.npy", lambda tmp: _save_npy(tmp, probs))
     atomic_write_json(directory / "history.json", trainer.history)
     atomic_write_json(directory / "record.json", {
         "validation": {"table": data.plan.val_table, "indices": data.plan.val.tolist(),
@@ -439,11 +432,6 @@ def save_fit(directory: Path, spec: FitSpec, key: str, trainer: Trainer, data: F
     })
     atomic_write_json(directory / "spec.json", {**dataclasses.asdict(spec), "key": key})
     atomic_write_json(directory / "metrics.json", metrics)
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:  # a handle, so numpy does not append ".npy" to the temp name
-        np.save(handle, array)
 
 
 def _amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:

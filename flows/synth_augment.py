@@ -229,7 +229,7 @@ def plan_fits_task(config: DomainConfig, done: dict[str, Any], progress: bool = 
         cached = ClassifierOutput(inputs.key, directory, directory / "results.parquet",
                                   store.read_summary(STAGE, inputs.key), cached=True)
         return FitPlan(inputs.key, directory, [], [], started, cached)
-    specs, _, notes = plan_fits(config, inputs, directory, progress)
+    specs, notes = plan_fits(config, inputs, directory, progress)
     return FitPlan(inputs.key, directory, specs, notes, started)
 
 
@@ -244,14 +244,12 @@ def fit_task(spec: Any) -> Any:
 @task(name="assemble-results", retries=2, retry_delay_seconds=5, persist_result=False, cache_policy=NO_CACHE)
 def assemble_task(config: DomainConfig, done: dict[str, Any], plan: FitPlan, results: list[Any]) -> Any:
     """The results table, summary and stage marker from the fits (idempotent: retried on failure)."""
-    from classifiers.data import held_out_manifest
     from classifiers.stage import finish_stage, read_inputs
 
     inputs = read_inputs(config, done["split"].split_path, synthetic_manifest(done))
     if inputs.key != plan.key:
         raise RuntimeError(f"classifier inputs changed during the run ({plan.key} -> {inputs.key}); run again")
-    return finish_stage(config, inputs, plan.directory, results, held_out_manifest(inputs.split), list(plan.notes),
-                        time.time() - plan.started)
+    return finish_stage(config, inputs, plan.directory, results, list(plan.notes), time.time() - plan.started)
 
 
 class GeneratorProgress:

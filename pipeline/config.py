@@ -148,12 +148,17 @@ class SplitConfig(Section):
     # The one knob for k: the classifiers run k-fold CV on the training side, and the split checks
     # that every class gives each fold a training image.
     cv_folds: int = Field(5, ge=2)
+    # A development share of the held-out side, for choosing defaults (ablations, benchmarks) without ever
+    # reading the test images; stratified and group-aware, drawn after the training sample so the generator's
+    # data does not depend on it. 0 = the study's protocol: everything held out is test.
+    dev_fraction: float = Field(0.0, ge=0.0, lt=1.0)
 
     def min_images_per_class(self) -> int:
         """Smallest class that still gives every CV fold one training image and leaves a test image."""
         import math
 
-        return max(math.ceil(self.cv_folds / self.train_fraction), self.cv_folds + 1)
+        held_out_needed = 2 if self.dev_fraction > 0 else 1  # a dev image and a test image per class
+        return max(math.ceil(self.cv_folds / self.train_fraction), self.cv_folds + held_out_needed)
 
 
 class GeneratorConfig(Section):
@@ -353,6 +358,9 @@ class ClassifierConfig(Section):
     # model selection and early stopping on the real fold: val_loss (lowest cross-entropy) or
     # val_accuracy (highest accuracy, ties broken by the lower loss)
     select_on: Literal["val_loss", "val_accuracy"] = "val_loss"
+    # the architecture whose fold ensemble answers for every arm (a planned comparison); null = each arm's
+    # architecture is chosen on validation by select_on (classifiers/choice.py), never on held-out results
+    primary_architecture: Architecture | None = None
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # training loss only; validation loss stays plain
     # real: fold k of the real 20% sample validates every arm; arm: the arm's own fold (the old protocol)
     validation: Literal["real", "arm"] = "real"
@@ -384,6 +392,9 @@ class ClassifierConfig(Section):
     def _min_steps(self) -> ClassifierConfig:
         if self.min_steps > self.max_steps:
             raise FieldProblem("min_steps", self.min_steps, f"an integer in [0, max_steps = {self.max_steps}]")
+        if self.primary_architecture is not None and self.primary_architecture not in self.architectures:
+            raise FieldProblem("primary_architecture", self.primary_architecture,
+                               f"one of the panel's architectures ({', '.join(self.architectures)}) or null")
         return self
 
 

@@ -136,9 +136,8 @@ def _generator_key(config: DomainConfig, done: dict[str, Any]) -> str:
     from pipeline.generator.stage import generator_key
     from pipeline.stages import load_split
 
-    split = done["split"]
-    labels = load_split(split.split_path).table["label"]
-    return generator_key(config, split.split_hash, config.data.resolve_class_names(labels))
+    split = load_split(done["split"].split_path)  # the generator depends on the training sample alone
+    return generator_key(config, split.training_hash, config.data.resolve_class_names(split.table["label"]))
 
 
 def _generator_info(out: Any) -> dict[str, Any]:

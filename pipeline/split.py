@@ -7,8 +7,18 @@ copies of one picture) are kept whole in the same way: without patient ids, the 
 is kept when no group straddles it, and otherwise a class's sample is drawn group by group; with patient
 ids, a group joins its patients' unit. Rows are ordered by content hash before
 drawing, so the split depends on the images and the seed, not on file names or listing order.
-``verify_split`` proves the two sides share no file, no content, no patient and no near-duplicate
+``verify_split`` proves the sides share no file, no content, no patient and no near-duplicate
 group; every stage that reads a split calls it.
+
+With ``split.dev_fraction`` > 0 a stratified, group-aware share of the held-out side becomes the
+development set (``dev``): benchmarks and ablations choose defaults on it, and the rest (``test``)
+is read once, by the final scoring of frozen models. The dev draw happens after the training sample
+and never moves a training row, so everything trained on the sample is the same with or without it.
+
+Two hashes: ``split_hash`` covers every row's side (what scoring depends on); ``training_hash``
+covers only the training sample (content, label, patient, near-duplicate group), which is all that
+the generator, synthesis, quality and the classifier fits may depend on: relabelling or replacing
+a held-out image changes the first and never the second.
 """
 
 from __future__ import annotations
@@ -22,7 +32,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from pipeline.config import SplitConfig, hash_payload
 from pipeline.errors import DataError, LeakageError
 
-TRAIN, TEST = "train", "test"
+TRAIN, DEV, TEST = "train", "dev", "test"
+SIDES = (TRAIN, DEV, TEST)
 
 
 @dataclass
@@ -38,18 +49,30 @@ class Split:
         return self.table[self.table["split"] == TRAIN].reset_index(drop=True)
 
     @property
+    def dev(self) -> pd.DataFrame:
+        """The development share of the held-out side (empty unless ``split.dev_fraction`` > 0)."""
+        return self.table[self.table["split"] == DEV].reset_index(drop=True)
+
+    @property
     def test(self) -> pd.DataFrame:
         return self.table[self.table["split"] == TEST].reset_index(drop=True)
 
+    @property
+    def training_hash(self) -> str:
+        return training_hash(self.table)
+
     def counts(self) -> dict[str, dict[str, int]]:
         table = self.table.groupby(["label", "split"]).size().unstack(fill_value=0)
-        return {str(label): {side: int(table.loc[label].get(side, 0)) for side in (TRAIN, TEST)}
+        sides = SIDES if (self.table["split"] == DEV).any() else (TRAIN, TEST)
+        return {str(label): {side: int(table.loc[label].get(side, 0)) for side in sides}
                 for label in table.index}
 
     def summary(self) -> dict[str, object]:
-        return {"split_hash": self.split_hash, "seed": self.seed, "train_fraction": self.train_fraction,
+        return {"split_hash": self.split_hash, "training_hash": self.training_hash, "seed": self.seed,
+                "train_fraction": self.train_fraction,
                 "grouped": self.grouped, "near_duplicate_groups": int(self.table["dup_group"].nunique())
                 if "dup_group" in self.table else 0, "train": int((self.table["split"] == TRAIN).sum()),
+                "dev": int((self.table["split"] == DEV).sum()),
                 "test": int((self.table["split"] == TEST).sum()), "per_class": self.counts()}
 
 
@@ -57,6 +80,8 @@ def split_key(manifest: pd.DataFrame, config: SplitConfig, seed: int) -> str:
     """Cache key of a split: the images (content, label, patient) and the split settings."""
     rows = sorted(zip(manifest["sha256"], manifest["label"], manifest["patient_id"].fillna("")))
     payload = {"rows": rows, "train_fraction": config.train_fraction, "cv_folds": config.cv_folds, "seed": seed}
+    if config.dev_fraction > 0:  # only then: keys of splits without a development set stay as they were
+        payload["dev_fraction"] = config.dev_fraction
     groups = _dup_groups(manifest)
     if groups.notna().any():  # only then: keys of data without near-duplicates stay as they were
         payload["dup_groups"] = sorted(zip(manifest["sha256"][groups.notna()], groups[groups.notna()]))
@@ -79,6 +104,8 @@ def make_split(manifest: pd.DataFrame, config: SplitConfig, seed: int) -> Split:
         assignment = _grouped_assignment(table, config, seed)
     else:
         assignment = _per_class_assignment(table, config, seed)
+    if config.dev_fraction > 0:
+        assignment = _draw_development(table, assignment, config.dev_fraction, seed)
     table["split"] = assignment
     table = table.sort_values(["split", "label", "relpath"], ascending=[False, True, True]).reset_index(drop=True)
     split = Split(table=table, split_hash=assignment_hash(table), seed=seed,
@@ -126,9 +153,7 @@ def _per_class_assignment(table: pd.DataFrame, config: SplitConfig, seed: int) -
 
 def _grouped_assignment(table: pd.DataFrame, config: SplitConfig, seed: int) -> np.ndarray:
     """One fold of StratifiedGroupKFold; files without a patient id are their own group."""
-    units = _dup_groups(table).where(_dup_groups(table).notna(), "file:" + table["sha256"])
-    groups = table["patient_id"].where(table["patient_id"].notna(), units).to_numpy()
-    groups = _merge_linked_groups(groups, _dup_groups(table).to_numpy())
+    groups = _units(table)
     small = min(config.train_fraction, 1 - config.train_fraction)
     n_splits = max(2, round(1 / small))
     n_groups = len(set(groups))
@@ -140,6 +165,38 @@ def _grouped_assignment(table: pd.DataFrame, config: SplitConfig, seed: int) -> 
     assignment = np.full(len(table), TEST if config.train_fraction <= 0.5 else TRAIN, dtype=object)
     assignment[fold] = TRAIN if config.train_fraction <= 0.5 else TEST
     return assignment
+
+
+def _units(table: pd.DataFrame) -> np.ndarray:
+    """The unit a row is drawn with: its patient, else its near-duplicate group, else itself; linked ones merged."""
+    dup = _dup_groups(table)
+    units = dup.where(dup.notna(), "file:" + table["sha256"].astype(str))
+    groups = table["patient_id"].where(table["patient_id"].notna(), units).to_numpy()
+    return _merge_linked_groups(groups, dup.to_numpy())
+
+
+def _draw_development(table: pd.DataFrame, assignment: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Move a stratified, group-aware ``fraction`` of the held-out rows to ``dev`` (training rows never move).
+
+    One fold of scikit-learn's StratifiedGroupKFold over the held-out rows' units (patient, near-duplicate
+    group, or file), so no unit is on both sides; a seed stream of its own, so the training draw is unchanged.
+    """
+    held = np.flatnonzero(assignment == TEST)
+    units = _units(table)[held]
+    small = min(fraction, 1 - fraction)
+    n_splits = max(2, round(1 / small))
+    if len(set(units)) < n_splits:
+        raise DataError(f"only {len(set(units))} held-out patients/images: split.dev_fraction={fraction} needs at "
+                        f"least {n_splits}")
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=int(seed) % (2**32 - 1) + 1)
+    _, fold = next(splitter.split(np.zeros(len(held)), table["label"].to_numpy()[held], units))
+    chosen = np.zeros(len(held), dtype=bool)
+    chosen[fold] = True
+    if fraction > 0.5:
+        chosen = ~chosen
+    out = assignment.copy()
+    out[held[chosen]] = DEV
+    return out
 
 
 def _merge_linked_groups(groups: np.ndarray, dup: np.ndarray) -> np.ndarray:
@@ -165,6 +222,9 @@ def _check_counts(split: Split, config: SplitConfig) -> None:
             raise DataError(f"class {label}: the split gave {sides[TRAIN]} training and {sides[TEST]} held-out "
                             f"images; {config.cv_folds}-fold CV needs at least {config.cv_folds} training images "
                             f"and evaluation at least one held-out image")
+        if config.dev_fraction > 0 and sides.get(DEV, 0) < 1:
+            raise DataError(f"class {label}: split.dev_fraction={config.dev_fraction} gave no development image "
+                            f"({sides[TEST]} held out for test); raise dev_fraction or add images")
 
 
 def assignment_hash(table: pd.DataFrame) -> str:
@@ -172,18 +232,31 @@ def assignment_hash(table: pd.DataFrame) -> str:
     return hash_payload(rows)
 
 
+def training_hash(table: pd.DataFrame) -> str:
+    """Hash of the training sample alone: what every stage upstream of scoring may depend on."""
+    train = table[table["split"] == TRAIN]
+    patients = train["patient_id"] if "patient_id" in train else pd.Series([None] * len(train), index=train.index)
+    groups = _dup_groups(train)
+    rows = sorted(zip(train["sha256"].astype(str), train["label"].astype(str),
+                      ("" if p is None or p != p else str(p) for p in patients),
+                      ("" if g is None else str(g) for g in groups)))
+    return hash_payload({"training_rows": rows})
+
+
 def verify_split(table: pd.DataFrame) -> None:
-    """Raise ``LeakageError`` if a file, a content hash or a patient is on both sides of the split."""
-    train, test = table[table["split"] == TRAIN], table[table["split"] == TEST]
+    """Raise ``LeakageError`` if a file, a content hash, a patient or a near-duplicate group is on two sides."""
+    sides = {side: table[table["split"] == side] for side in SIDES}
     problems = []
     for column, what in (("path", "file"), ("sha256", "image content (sha256)"), ("patient_id", "patient"),
                          ("dup_group", "near-duplicate group")):
         if column not in table:
             continue
-        shared = set(train[column].dropna()) & set(test[column].dropna())
-        if shared:
-            example = sorted(map(str, shared))[:3]
-            problems.append(f"{len(shared)} {what}(s) on both sides, e.g. {', '.join(example)}")
+        for first, second in ((TRAIN, TEST), (TRAIN, DEV), (DEV, TEST)):
+            shared = set(sides[first][column].dropna()) & set(sides[second][column].dropna())
+            if shared:
+                example = sorted(map(str, shared))[:3]
+                where = "on both sides" if (first, second) == (TRAIN, TEST) else f"in both {first} and {second}"
+                problems.append(f"{len(shared)} {what}(s) {where}, e.g. {', '.join(example)}")
     if problems:
         raise LeakageError("the split leaks held-out data into training: " + "; ".join(problems))
 

@@ -33,12 +33,15 @@ from matplotlib.figure import Figure
 
 from pipeline.config import DomainConfig, ReportConfig, from_dict
 from pipeline.store import atomic_write_text, read_json
-from reports.paired import compare
+from classifiers.choice import choose_per_arm
+from classifiers.cv import groups_of
+from reports.paired import PairedComparison, compare, holm
 from reports.protocol_table import STUDY_TABLE2, departures_from_study
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
 REFERENCE_ARM = "real"
+AUGMENTED_ARM = "real+aug"
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("answer", "Answer first"), ("trend", "Trend across runs"), ("data", "Data"), ("generator", "Generator"),
     ("quality", "Synthetic quality and privacy"), ("classifiers", "Classifiers"), ("explanations", "Explanations"),
@@ -88,14 +91,14 @@ def build_context(run_dir: Path, config: DomainConfig | None = None) -> dict[str
     settings = run_config.report if run_config is not None else ReportConfig()
     domain = meta.get("domain") or (run_config.name if run_config else run_dir.parents[1].name)
     results = _results(stages)
-    answer = answer_section(results, stages, domain, settings, int(meta.get("seed", 0) or 0))
+    answer = answer_section(results, stages, domain, settings, int(meta.get("seed", 0) or 0), run_config)
     return {
         "domain": domain, "run_id": run_dir.name, "profile": meta.get("profile", ""), "seed": meta.get("seed", ""),
         "description": run_config.description if run_config else "", "sections": SECTIONS,
         "answer": answer, "warnings": warnings(stages, results, domain, run_config),
         "trend": trend_section(run_dir, stages),
         "data": data_section(stages), "generator": generator_section(stages, run_config),
-        "quality": quality_section(stages), "classifiers": classifiers_section(results, stages),
+        "quality": quality_section(stages), "classifiers": classifiers_section(results, stages, run_config),
         "explanations": explanations_section(stages),
         "provenance": provenance_section(run_dir, meta, stages, config_text, domain, run_config),
         "rendered_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -126,91 +129,133 @@ def _fits_dir(stages: dict[str, Any]) -> Path | None:
     return Path(path).parents[2] / "classifier-fits" if path else None
 
 
-def best_ensembles(results: pd.DataFrame) -> pd.DataFrame:
-    """Per arm, the architecture whose fold ensemble has the highest held-out macro-F1 (then accuracy)."""
-    ensemble = results[results["fold"] == "ensemble"]
-    rows = [g.sort_values(["f1_macro", "test_accuracy"], ascending=False, kind="stable").iloc[0]
-            for _, g in ensemble.groupby("arm", sort=True)]
-    return pd.DataFrame(rows).reset_index(drop=True)
+def chosen_ensembles(results: pd.DataFrame, config: DomainConfig | None = None) -> pd.DataFrame:
+    """Per arm, the fold ensemble of the architecture chosen on validation (classifiers.choice), never on
+    held-out results: the config's primary architecture, or the best mean validation result by select_on."""
+    cc = config.classifiers if config is not None else None
+    return choose_per_arm(results, cc.select_on if cc else "val_loss", cc.primary_architecture if cc else None)
 
 
-def _ensemble_predictions(fits_dir: Path, fit_keys: str) -> np.ndarray | None:
+def _scores_dir(stages: dict[str, Any]) -> Path | None:
+    path = stages.get("classifiers", {}).get("results")
+    return Path(path).parent / "scores" / "test" if path else None
+
+
+def _ensemble_predictions(scores_dir: Path, fit_keys: str) -> np.ndarray | None:
     probs = []
     for key in str(fit_keys).split(","):
-        path = fits_dir / key / "test_probs.npy"
+        path = scores_dir / f"{key}.npy"
         if not path.is_file():
             return None
         probs.append(np.load(path))
     return np.mean(np.stack(probs), axis=0).argmax(axis=1)
 
 
-def _held_out_labels(stages: dict[str, Any], results: pd.DataFrame, fits_dir: Path) -> np.ndarray | None:
+def _held_out(stages: dict[str, Any], results: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(label indices, cluster ids or None) of the held-out test images, in the order they were scored."""
     manifest = Path(stages["classifiers"]["results"]).parent / "test_manifest.parquet"
-    first = results[results["fold"] != "ensemble"]["fit_key"]
-    if not manifest.is_file() or first.empty or not (fits_dir / first.iloc[0] / "spec.json").is_file():
+    if not manifest.is_file():
         return None
-    class_names = read_json(fits_dir / first.iloc[0] / "spec.json")["class_names"]
-    labels = pd.read_parquet(manifest)["label"].astype(str)
-    return np.array([class_names.index(label) for label in labels])
+    class_names = _class_names(results)
+    table = pd.read_parquet(manifest)
+    labels = np.array([class_names.index(str(label)) for label in table["label"]])
+    return labels, groups_of(table)
+
+
+def comparisons_shown(arms: list[str]) -> list[tuple[str, str]]:
+    """(challenger, reference) pairs the answer tests: every synthetic-using arm against real-only and,
+    when the run has it, against real+aug (does synthetic data add anything beyond classic augmentation?)."""
+    synthetic = [arm for arm in arms if "synthetic" in arm]
+    return [(arm, reference) for reference in (REFERENCE_ARM, AUGMENTED_ARM) if reference in arms
+            for arm in synthetic]
 
 
 def answer_section(results: pd.DataFrame | None, stages: dict[str, Any], domain: str, settings: ReportConfig,
-                   seed: int) -> dict[str, Any]:
+                   seed: int, config: DomainConfig | None = None) -> dict[str, Any]:
     if results is None or results.empty:
         return {"available": False, "reason": "Not available: the classifiers stage did not run, so there are no "
                                               "held-out results to compare."}
-    best = best_ensembles(results)
+    chosen = chosen_ensembles(results, config)
     folds = results[results["fold"] != "ensemble"]
-    fits_dir = _fits_dir(stages)
-    y_true = _held_out_labels(stages, results, fits_dir) if fits_dir else None
-    preds = {row.arm: _ensemble_predictions(fits_dir, row.fit_key) for row in best.itertuples()} if y_true is not None else {}
-    reference = preds.get(REFERENCE_ARM)
+    scores_dir = _scores_dir(stages)
+    held_out = _held_out(stages, results) if scores_dir else None
+    preds = ({row.arm: _ensemble_predictions(scores_dir, row.fit_key) for row in chosen.itertuples()}
+             if held_out is not None and scores_dir is not None else {})
+    arms = [str(a) for a in chosen["arm"]]
+    raw: dict[tuple[str, str], PairedComparison] = {}
+    for challenger, reference in comparisons_shown(arms):
+        if held_out is not None and preds.get(challenger) is not None and preds.get(reference) is not None:
+            raw[(challenger, reference)] = compare(held_out[0], preds[reference], preds[challenger],
+                                                   settings.bootstrap_resamples, seed, clusters=held_out[1])
+    corrected = dict(zip(raw, holm({f"{c} vs {r}": v for (c, r), v in raw.items()}).values()))
     study = STUDY_TABLE2.get(domain, {})
-    rows, words, comparisons = [], [], {}
-    for row in best.itertuples():
+    rows, words = [], []
+    for row in chosen.itertuples():
         arm_folds = folds[(folds["arm"] == row.arm) & (folds["architecture"] == row.architecture)]
-        entry = {"arm": row.arm, "architecture": row.architecture, "accuracy": pct(row.test_accuracy),
+        entry = {"arm": row.arm, "architecture": row.architecture, "chosen_by": row.chosen_by,
+                 "accuracy": pct(row.test_accuracy),
                  "accuracy_raw": repr(float(row.test_accuracy)), "f1": f"{row.f1_macro:.3f}",
                  "f1_raw": repr(float(row.f1_macro)),
                  "accuracy_folds": mean_std(arm_folds["test_accuracy"], percent=True),
                  "f1_folds": mean_std(arm_folds["f1_macro"]), "paired": "", "paired_significant": False,
-                 "paired_negative": False, "study": ""}
+                 "paired_negative": False, "paired_aug": "", "study": ""}
         if row.arm == "synthetic" and study:
             arch, value = next(iter(study.items()))
             entry["study"] = f"{pct(value)} ({arch}, synthetic only, Table 2)"
-        if row.arm != REFERENCE_ARM:
-            if reference is not None and preds.get(row.arm) is not None:
-                result = compare(y_true, reference, preds[row.arm], settings.bootstrap_resamples, seed)
-                comparisons[row.arm] = result
-                entry.update(paired=result.words(row.arm).split(": ", 1)[1], paired_significant=result.significant,
+        for reference, field in ((REFERENCE_ARM, "paired"), (AUGMENTED_ARM, "paired_aug")):
+            result = corrected.get((row.arm, reference))
+            if result is None:
+                continue
+            entry[field] = f"{result.statistics()}: {result.verdict()}"
+            if reference == REFERENCE_ARM:
+                entry.update(paired_significant=result.significant,
                              paired_negative=result.significant and result.difference < 0)
-                words.append(result.words(f"{row.arm} ({row.architecture}) vs real-only ({_arch(best, REFERENCE_ARM)})"))
-            else:
-                entry["paired"] = "no paired test (no real-only arm or stored predictions)"
+            words.append(result.words(f"{row.arm} ({row.architecture}) vs {reference} "
+                                      f"({_arch(chosen, reference)})"))
+        if row.arm != REFERENCE_ARM and not entry["paired"]:
+            entry["paired"] = "no paired test (no real-only arm or stored predictions)"
         rows.append(entry)
-    headline, tone = _headline(domain, comparisons)
+    headline, tone = _headline(domain, corrected, chosen)
+    clusters = next(iter(corrected.values())).clusters if corrected else 0
+    n_test = int(len(held_out[0])) if held_out is not None else int(chosen["n_test"].iloc[0])
     return {"available": True, "rows": rows, "words": words, "headline": headline, "tone": tone,
-            "n_test": int(len(y_true)) if y_true is not None else int(best["n_test"].iloc[0]),
-            "resamples": settings.bootstrap_resamples}
+            "n_test": n_test, "clusters": clusters if clusters and clusters < n_test else 0,
+            "comparisons": len(corrected), "resamples": settings.bootstrap_resamples,
+            "chosen_by": sorted({str(c) for c in chosen["chosen_by"]})}
 
 
-def _arch(best: pd.DataFrame, arm: str) -> str:
-    match = best[best["arm"] == arm]
+def _arch(chosen: pd.DataFrame, arm: str) -> str:
+    match = chosen[chosen["arm"] == arm]
     return str(match["architecture"].iloc[0]) if not match.empty else "?"
 
 
-def _headline(domain: str, comparisons: dict[str, Any]) -> tuple[str, str]:
-    synthetic_arms = {arm: c for arm, c in comparisons.items() if "synthetic" in arm}
-    if not synthetic_arms:
+def _headline(domain: str, comparisons: dict[tuple[str, str], PairedComparison], chosen: pd.DataFrame
+              ) -> tuple[str, str]:
+    """One sentence: does synthetic data help, beyond classic augmentation too, and which arm is best overall."""
+    versus_real = {c: v for (c, r), v in comparisons.items() if r == REFERENCE_ARM}
+    if not versus_real:
         return (f"{domain}: no arm with synthetic data could be compared with the real-only arm.", "unclear")
-    arm, best = max(synthetic_arms.items(), key=lambda item: item[1].difference)
-    detail = best.words(arm)
+    arm, best = max(versus_real.items(), key=lambda item: item[1].difference)
+    count = f"{best.comparisons} comparison{'s' if best.comparisons != 1 else ''}, Holm-corrected"
     if best.significant and best.difference > 0:
-        return f"Yes: synthetic data helped on {domain}. Best arm with synthetic data, {detail}.", "helps"
-    if best.significant and best.difference < 0:
-        return f"No: synthetic data hurt on {domain}; even the best arm with it, {detail}.", "hurts"
-    return (f"Not measurably on {domain}: the best arm with synthetic data differs from real-only by no more than "
-            f"noise ({detail}).", "unclear")
+        opening, tone = f"Yes: synthetic data helped on {domain}", "helps"
+    elif best.significant and best.difference < 0:
+        opening, tone = f"No: synthetic data hurt on {domain}", "hurts"
+    else:
+        opening, tone = f"Not measurably on {domain}", "unclear"
+    sentence = f"{opening}: the best arm with it, {arm} vs real-only, {best.statistics()} ({best.verdict()})"
+    versus_aug = comparisons.get((arm, AUGMENTED_ARM))
+    if versus_aug is not None:
+        if versus_aug.significant and versus_aug.difference > 0:
+            beyond = "and it also beat classic augmentation"
+        elif versus_aug.significant:
+            beyond = "but classic augmentation (real+aug) did better"
+        else:
+            beyond = "and it adds nothing significant beyond classic augmentation"
+        sentence += f", {beyond} (vs real+aug {versus_aug.statistics()})"
+    top = chosen.sort_values("test_accuracy", ascending=False, kind="stable").iloc[0]
+    sentence += f"; best arm overall: {top['arm']} ({pct(top['test_accuracy'])}); {count}."
+    return sentence, tone
 
 
 def warnings(stages: dict[str, Any], results: pd.DataFrame | None, domain: str,
@@ -224,9 +269,9 @@ def warnings(stages: dict[str, Any], results: pd.DataFrame | None, domain: str,
                 out.append(note)
     if results is not None and not results.empty:
         classes = len(_class_names(results)) or 2
-        for row in best_ensembles(results).itertuples():
+        for row in chosen_ensembles(results, config).itertuples():
             if row.test_accuracy <= 1.0 / classes + 0.02:
-                out.append(f"arm {row.arm}: its best model ({row.architecture}) is at chance level on the held-out "
+                out.append(f"arm {row.arm}: its chosen model ({row.architecture}) is at chance level on the held-out "
                            f"images ({pct(row.test_accuracy)} with {classes} classes); comparisons with it say little "
                            f"about synthetic data and much about this run's training budget.")
     ingest = stages.get("ingest", {}).get("summary", {}) or {}
@@ -267,7 +312,7 @@ def trend_section(run_dir: Path, stages: dict[str, Any]) -> dict[str, Any]:
             results = _results(stages)
         if results is None or results.empty:
             continue
-        best = best_ensembles(results)
+        best = chosen_ensembles(results)
         values = {r.arm: float(r.test_accuracy) for r in best.itertuples()}
         arms.update(values)
         rows.append({"run": other.name, "profile": record.get("meta", {}).get("profile", ""), "current": current,
@@ -472,7 +517,8 @@ def _pm(value: Any, std: Any) -> str:
         else _num(value)
 
 
-def classifiers_section(results: pd.DataFrame | None, stages: dict[str, Any]) -> dict[str, Any]:
+def classifiers_section(results: pd.DataFrame | None, stages: dict[str, Any],
+                        config: DomainConfig | None = None) -> dict[str, Any]:
     if results is None or results.empty:
         return {"available": False}
     folds = results[results["fold"] != "ensemble"]
@@ -494,7 +540,7 @@ def classifiers_section(results: pd.DataFrame | None, stages: dict[str, Any]) ->
     fits_dir = _fits_dir(stages)
     class_names = _class_names(results)
     confusions, curves = [], []
-    for row in best_ensembles(results).itertuples():
+    for row in chosen_ensembles(results, config).itertuples():
         matrix = np.array(json.loads(row.confusion_matrix))
         confusions.append(_confusion_figure(matrix, class_names, row.arm, row.architecture))
         histories = []
@@ -588,8 +634,9 @@ def explanations_section(stages: dict[str, Any]) -> dict[str, Any]:
             if group:
                 figures.append(_overlay_figure(group, arrays, arm, name))
         mean_maps = _mean_maps_figure(comparison, arrays, arm)
-        arms.append({"arm": arm, "model": f"{model.get('architecture', '?')} fold {model.get('fold', '?')}, held-out "
-                                          f"macro-F1 {_num(model.get('f1_macro'))}",
+        arms.append({"arm": arm, "model": f"{model.get('architecture', '?')} fold {model.get('fold', '?')}, chosen on "
+                                          f"validation (validation accuracy {_num(model.get('val_accuracy'))}); "
+                                          f"held-out macro-F1 {_num(model.get('f1_macro'))}",
                      "rows": rows, "figures": figures, "mean_maps": mean_maps})
     return {"available": True, "comparison": comp_rows, "arms": arms, "top_k": settings.get("top_k", ""),
             "top_percent": round(100 * float(settings.get("top_fraction", 0.2))),

@@ -2,7 +2,9 @@
 
 What the explanation stage does (``explain_stage``), for every arm of a finished classifiers stage:
 
-1. picks the arm's best single model (the fold fit with the highest held-out macro-F1);
+1. takes the arm's model chosen on validation: the architecture classifiers.choice chose for the arm,
+   and of its folds the fit best on its own validation fold (the exported one); held-out results
+   never choose it;
 2. picks images per class: held-out real images the model got right with the highest confidence,
    got wrong with the highest confidence, and was least sure about (smallest top-1 / top-2
    margin); and synthetic images of the class;
@@ -44,8 +46,10 @@ import pandas as pd
 import torch
 from lime.lime_image import LimeImageExplainer
 
-from classifiers import zoo
-from classifiers.data import BatchMaker, load_tensors
+from classifiers.choice import best_fold, choose_per_arm
+from classifiers.data import load_tensors
+from classifiers.scoring import TEST, scores_path
+from classifiers.predict import FittedClassifier, load_fit
 from classifiers.train import FIT_STAGE
 from pipeline.config import ClassifierConfig, DomainConfig, ReportConfig, from_dict, hash_payload
 from pipeline.store import RunStore, atomic_save_with, atomic_write_json, atomic_write_table, read_json
@@ -66,91 +70,6 @@ def settings_with(settings: ReportConfig, **changes: Any) -> ReportConfig:
 
 def settings_dict(settings: ReportConfig) -> dict[str, Any]:
     return dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else settings.model_dump()
-
-
-# ----------------------------------------------------------------------------------------------
-# The model, fed as in evaluation
-
-
-@dataclass
-class FittedClassifier:
-    """One stored fit, loaded for inference, with the evaluation's preprocessing."""
-
-    model: torch.nn.Module
-    batches: BatchMaker  # uint8 -> normalised float, exactly as the fit was evaluated
-    class_names: list[str]
-    mode: str  # L or RGB
-    image_size: int
-    device: torch.device
-    fit_key: str = ""
-    cache_dir: str = ""
-    _optimised: Any = field(default=None, repr=False, compare=False)
-
-    @property
-    def channels(self) -> int:
-        return 1 if self.mode == "L" else 3
-
-    def optimised_model(self, example: torch.Tensor) -> Any:
-        """On a CPU, the model traced, frozen and optimised for inference (BatchNorm folded into the convolutions,
-        oneDNN kernels): ~1.8x faster for resnet18 here, outputs equal to ~3e-8. The plain model elsewhere, or
-        when it cannot be traced."""
-        if self._optimised is None:
-            self._optimised = self.model
-            if self.device.type == "cpu":
-                try:
-                    with warnings.catch_warnings(), torch.no_grad():
-                        warnings.simplefilter("ignore")
-                        traced = torch.jit.trace(copy.deepcopy(self.model).eval(), example, check_trace=False)
-                        self._optimised = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-                except Exception:  # not traceable: the plain model is correct, only slower
-                    self._optimised = self.model
-        return self._optimised
-
-    def predict_uint8(self, images: torch.Tensor, batch_size: int = 256, optimised: bool = False) -> np.ndarray:
-        """Class probabilities for (N, C, H, W) images in 0..255 (uint8 or float), float64 (N, K)."""
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                x = self.batches(images[start:start + batch_size].float()).to(self.device)
-                model = self.optimised_model(x[:2]) if optimised else self.model
-                try:
-                    logits = model(x)
-                except Exception:
-                    if model is self.model:
-                        raise
-                    self._optimised = model = self.model  # the optimised graph refused this input: plain model
-                    logits = model(x)
-                out.append(torch.softmax(logits.float(), dim=1).cpu())
-        return torch.cat(out).numpy().astype(np.float64)
-
-    def lime_classifier_fn(self, batch_size: int = 256, optimised: bool = False) -> Callable[[np.ndarray], np.ndarray]:
-        """LIME's ``classifier_fn``: (N, H, W, 3) arrays in 0..255 -> probabilities (N, K)."""
-        channels = self.channels
-
-        def classify(images: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(np.ascontiguousarray(np.asarray(images, dtype=np.float32)[..., :channels]))
-            return self.predict_uint8(x.permute(0, 3, 1, 2), batch_size, optimised)
-
-        return classify
-
-
-def load_fit(runs_root: str | os.PathLike[str], domain: str, fit_key: str,
-             device: torch.device | None = None) -> FittedClassifier:
-    """A stored fit's best-epoch weights and its evaluation preprocessing (mean/std as trained)."""
-    directory = RunStore(runs_root, domain).domain_dir / FIT_STAGE / fit_key
-    saved = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
-    spec = read_json(directory / "spec.json")
-    try:
-        settings = from_dict(ClassifierConfig, spec["config"], source=str(directory / "spec.json"))
-    except Exception:  # a fit written by another code version: only augmentation reads it, evaluation never augments
-        settings = ClassifierConfig()
-    model = zoo.create(saved["architecture"], saved["in_chans"], len(saved["class_names"]))
-    model.load_state_dict(saved["state_dict"])
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
-    batches = BatchMaker(saved["mean"], saved["std"], settings, augment=False)
-    return FittedClassifier(model, batches, list(saved["class_names"]), spec["mode"], int(saved["image_size"]), device,
-                            fit_key, spec["cache_dir"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,11 +207,12 @@ def map_similarity(a: np.ndarray, b: np.ndarray, fraction: float) -> dict[str, f
 # Choosing models and images
 
 
-def best_fold_per_arm(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per arm: the single fold fit with the highest held-out macro-F1 (ties: first in table order)."""
-    folds = results[results["fold"].astype(str) != "ensemble"]
-    rows = [group.sort_values("f1_macro", ascending=False, kind="stable").iloc[0]
-            for _, group in folds.groupby("arm", sort=True)]
+def chosen_fold_per_arm(results: pd.DataFrame, config: DomainConfig) -> pd.DataFrame:
+    """One row per arm: the fold fit of the arm's validation-chosen architecture that is best on its own
+    validation fold (classifiers.choice; the same fit the stage exports). No held-out number is read."""
+    cc = config.classifiers
+    chosen = choose_per_arm(results, cc.select_on, cc.primary_architecture)
+    rows = [best_fold(results, str(r.arm), str(r.architecture), cc.select_on) for r in chosen.itertuples()]
     return pd.DataFrame(rows).reset_index(drop=True)
 
 
@@ -350,7 +270,7 @@ def explain_stage(config: DomainConfig, results_path: str | os.PathLike[str],
         return ExplainOutput(None, None, {"not_run": "report.explain is false in the config"})
     results = pd.read_parquet(Path(results_path).with_suffix(".parquet"))
     test = pd.read_parquet(Path(results_path).parent / "test_manifest.parquet")
-    best = best_fold_per_arm(results)
+    best = chosen_fold_per_arm(results, config)
     if best.empty:
         return ExplainOutput(None, None, {"not_run": "the classifiers stage has no fold results"})
     first_spec = read_json(RunStore(config.runs_root, config.name).domain_dir / FIT_STAGE / best.iloc[0]["fit_key"]
@@ -364,8 +284,7 @@ def explain_stage(config: DomainConfig, results_path: str | os.PathLike[str],
 
     plan = []  # (arm row, [(source, kind, sha256, path, true label index, test index or None)])
     for _, row in best.iterrows():
-        probs = np.load(RunStore(config.runs_root, config.name).domain_dir / FIT_STAGE / row["fit_key"]
-                        / "test_probs.npy")
+        probs = np.load(scores_path(Path(results_path).parent, TEST, row["fit_key"]))
         items = [("real", kind, str(test["sha256"].iloc[i]), str(test["path"].iloc[i]), int(y_test[i]), i)
                  for i, kind in select_real(probs, y_test, len(class_names), settings.real_per_kind)]
         items += [("synthetic", "synthetic", str(r.sha256), str(r.path), class_names.index(str(r.label)), None)
@@ -433,7 +352,8 @@ def explain_stage(config: DomainConfig, results_path: str | os.PathLike[str],
     atomic_write_table(directory / "comparison.parquet", comparison)
     summary = {"explanations": len(records), "arms": [str(row["arm"]) for row, _ in plan],
                "models": {str(row["arm"]): {"architecture": row["architecture"], "fold": str(row["fold"]),
-                                            "fit_key": row["fit_key"], "f1_macro": float(row["f1_macro"])}
+                                            "fit_key": row["fit_key"], "f1_macro": float(row["f1_macro"]),
+                                            "val_accuracy": float(row["val_accuracy"]), "val_loss": float(row["val_loss"])}
                           for row, _ in plan},
                "class_names": class_names, "settings": settings_dict(settings), "seed": config.seed,
                "seconds": round(seconds, 2),

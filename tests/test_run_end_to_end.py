@@ -62,10 +62,11 @@ def check_results_match_stored_fits(results: pd.DataFrame, stage_dir: Path, fits
         keys = row.fit_key.split(",")
         if row.fold != "ensemble":
             stored = read_json(fits_dir / row.fit_key / "metrics.json")
-            assert (stored["arm"], stored["fold"], stored["test_accuracy"]) == (row.arm, row.fold, row.test_accuracy)
+            assert (stored["arm"], stored["fold"], stored["val_loss"]) == (row.arm, row.fold, row.val_loss)
+            assert "test_accuracy" not in stored  # a fit never reads the held-out set; scoring does
             continue
         assert len(keys) == 2 and row.n_test == len(y_test)
-        probs = np.mean([np.load(fits_dir / key / "test_probs.npy") for key in keys], axis=0)
+        probs = np.mean([np.load(stage_dir / "scores" / "test" / f"{key}.npy") for key in keys], axis=0)
         assert probs.shape == (len(y_test), len(class_names))
         assert row.test_accuracy == pytest.approx(float((probs.argmax(1) == y_test).mean()))
 

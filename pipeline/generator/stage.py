@@ -57,12 +57,12 @@ class SynthesisOutput:
     cached: bool = False
 
 
-def generator_key(config: DomainConfig, split_hash: str, class_names: list[str], with_steps: bool = True) -> str:
+def generator_key(config: DomainConfig, training_hash: str, class_names: list[str], with_steps: bool = True) -> str:
     """Cache key of a generator; ``with_steps=False`` gives the key shared by runs that differ only in length."""
     leave_out = RESUMABLE_CHANGES[1:] if with_steps else RESUMABLE_CHANGES
     settings = {k: v for k, v in config.generator.to_dict().items() if k not in leave_out
                 and not (k in GENERATOR_LEGACY_VALUES and v == GENERATOR_LEGACY_VALUES[k])}
-    return hash_payload({"split_hash": split_hash, "generator": settings, "mode": config.data.mode,
+    return hash_payload({"split_hash": training_hash, "generator": settings, "mode": config.data.mode,
                          "class_names": class_names, "seed": config.seed})
 
 
@@ -96,7 +96,7 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
     """Train the class-conditional generator on the split's training side (resuming when interrupted)."""
     split = load_split(split_path)
     class_names = config.data.resolve_class_names(split.table["label"])
-    key = generator_key(config, split.split_hash, class_names)
+    key = generator_key(config, split.training_hash, class_names)
     store = RunStore(config.runs_root, config.name)
     directory = store.stage_dir(GENERATOR_STAGE, key)
     pipeline_path = directory / "pipeline"
@@ -111,11 +111,11 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
         return GeneratorOutput(key, directory, pipeline_path, digest, summary, cached=True, split_path=Path(split_path))
 
     started = time.perf_counter()
-    lineage = generator_key(config, split.split_hash, class_names, with_steps=False)
+    lineage = generator_key(config, split.training_hash, class_names, with_steps=False)
     continued_from = continue_shorter_run(store, lineage, config.generator.train_steps, directory / "checkpoints")
     data = load_training_data(config, split, domain_cache_dir(config.runs_root, config.name), progress=progress)
     loss_log = LossLog(directory / "losses.json", config.generator.checkpoint_every)
-    result = train_generator(config, data, directory, split.split_hash, progress=progress, on_step=loss_log)
+    result = train_generator(config, data, directory, split.training_hash, progress=progress, on_step=loss_log)
     loss_log.save()
     digest = folder_sha256(result.model_path)
     per_class = {name: int((data.labels == i).sum()) for i, name in enumerate(class_names)}
@@ -124,7 +124,7 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
                "parameters": result.parameters, "image_size": config.generator.image_size,
                "channels": config.channels, "mode": config.data.mode, "class_names": class_names,
                "train_images": int(len(data.labels)), "train_per_class": per_class,
-               "manifest_hash": data.manifest_hash, "split_hash": split.split_hash,
+               "manifest_hash": data.manifest_hash, "training_hash": split.training_hash,
                "final_loss": result.losses[-1][1] if result.losses else None,
                "mean_loss_last_50": (sum(v for _, v in result.losses[-50:]) / len(result.losses[-50:])
                                      if result.losses else None),

@@ -167,12 +167,12 @@ class TrainResult:
     parameters: int = 0
 
 
-def train_generator(config: DomainConfig, data: TrainingData, out_dir: Path, split_hash: str,
+def train_generator(config: DomainConfig, data: TrainingData, out_dir: Path, training_hash: str,
                     progress: bool = True, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train (or resume) the generator in ``out_dir``; export the EMA model as ``out_dir/pipeline/``."""
     out_dir = Path(out_dir)
     trainer, start = start_or_resume(config, data, out_dir / "checkpoints")
-    identity = training_identity(config, data, split_hash)
+    identity = training_identity(config, data, training_hash)
     losses, seconds = run_steps(trainer, config, data, start, out_dir / "checkpoints", identity, progress, on_step)
     model_path = export_generator(trainer, config, out_dir / "pipeline", identity)
     done = config.generator.train_steps - start
@@ -181,10 +181,10 @@ def train_generator(config: DomainConfig, data: TrainingData, out_dir: Path, spl
                        rate if done else 0.0, count_parameters(trainer.unwrapped))
 
 
-def training_identity(config: DomainConfig, data: TrainingData, split_hash: str) -> dict[str, Any]:
+def training_identity(config: DomainConfig, data: TrainingData, training_hash: str) -> dict[str, Any]:
     """What the generator was trained on: stored in every checkpoint and in the export."""
     return {"manifest_hash": data.manifest_hash, "sha256s": data.sha256s, "class_names": data.class_names,
-            "mode": config.data.mode, "channels": config.channels, "split_hash": split_hash, "seed": config.seed}
+            "mode": config.data.mode, "channels": config.channels, "training_hash": training_hash, "seed": config.seed}
 
 
 def start_or_resume(config: DomainConfig, data: TrainingData, ckpt_dir: Path) -> tuple[GeneratorTrainer, int]:

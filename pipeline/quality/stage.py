@@ -222,7 +222,7 @@ def quality_key(config: DomainConfig, split: Split, synthetic: pd.DataFrame, ref
                 extractor_info: dict[str, dict[str, Any]]) -> str:
     settings = {k: v for k, v in config.to_dict()["quality"].items()
                 if k not in ("gate", "drop_memorised", "label_filter_confidence", "enabled")}
-    return hash_payload({"split_hash": split.split_hash, "synthetic": sorted(zip(synthetic["sha256"].astype(str),
+    return hash_payload({"training_hash": split.training_hash, "synthetic": sorted(zip(synthetic["sha256"].astype(str),
                                                                                    synthetic["label"].astype(str))),
                          "quality": settings, "image_size": config.generator.image_size, "mode": config.data.mode,
                          "seed": config.seed, "reference": reference_key,

@@ -15,12 +15,11 @@ import pytest
 
 from classifiers.data import load_tensors
 from classifiers.stage import ENSEMBLE, classifiers_stage
-from classifiers.train import FIT_STAGE
+from classifiers.scoring import scores_path
 from clf_helpers import demo_config
 from pipeline.config import DomainConfig
 from pipeline.image_tensors import domain_cache_dir
 from pipeline.stages import load_split
-from pipeline.store import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,8 +81,7 @@ def test_each_arm_exports_its_lowest_validation_loss_fit_loadable_with_timm(
     assert report["label_names"] == class_names
     for data in report["data"]:
         assert data["input_size"] == [1, 32, 32] and len(data["mean"]) == len(data["std"]) == 1
-    fit_dir = RunStore(config.runs_root, config.name).stage_dir(FIT_STAGE, chosen["fit_key"])
-    stored = np.load(fit_dir / "test_probs.npy")[:6]  # what the stage stored for the held-out set
+    stored = np.load(scores_path(out.directory, "test", chosen["fit_key"]))[:6]  # what the stage scored
     for probs in np.load(tmp_path / "probs.npy"):
         np.testing.assert_allclose(probs, stored, atol=1e-5)
         assert (probs.argmax(1) == stored.argmax(1)).all()

@@ -29,8 +29,8 @@ def test_gpu_profile_classifier_shapes_take_one_step_on_cpu(tmp_path: Path) -> N
     data = make_demo_dataset(tmp_path / "data", PhantomSpec(40, 64, "L", 1), progress=False)
     split = split_stage(config, ingest_stage(config, data, progress=False).manifest_path)
     inputs = read_inputs(config, split.split_path, None)
-    specs, _, _ = plan_fits(config, inputs, tmp_path / "stage", progress=False)
+    specs, _ = plan_fits(config, inputs, tmp_path / "stage", progress=False)
     for spec in [s for s in specs if s.fold == 0]:
         metrics = run_fit(spec).metrics
         assert metrics["steps_run"] == 1 and metrics["samples_seen"] == 64, spec.architecture
-        assert metrics["image_size"] == 224 and 0.0 <= metrics["test_accuracy"] <= 1.0
+        assert metrics["image_size"] == 224 and 0.0 <= metrics["val_accuracy"] <= 1.0

@@ -61,7 +61,7 @@ def test_exported_pipeline_reproduces_synthesis_in_a_fresh_process(tmp_path: Pat
     assert index["_class_name"] == "ClassConditionalPipeline" and index["class_names"] == ["top", "bottom"]
     assert index["mode"] == "L" and index["scheduler"] == ["diffusers", "DPMSolverMultistepScheduler"]
     assert index["training_data"]["manifest_hash"] == generator.summary["manifest_hash"]
-    assert index["training_data"]["split_hash"] == generator.summary["split_hash"] == split.split_hash
+    assert index["training_data"]["training_hash"] == generator.summary["training_hash"] == split.training_hash
     scheduler = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
     # the full scheduler config of the configured sampler: v-prediction, so x0_clip auto = no clipping
     assert scheduler["algorithm_type"] == "sde-dpmsolver++" and scheduler["thresholding"] is False

@@ -14,8 +14,8 @@ from report_html_parse import parse
 
 from pipeline.cli import main
 from pipeline.store import read_json
-from reports.html import SECTIONS, best_ensembles
-from reports.paired import compare
+from reports.html import SECTIONS
+from reports.paired import compare, holm
 
 
 def _html(finished_run) -> str:
@@ -54,28 +54,36 @@ def test_answer_table_equals_results_file_and_paired_test(finished_run) -> None:
     stages = read_json(finished_run.run_dir / "run.json")["stages"]
     results = pd.read_parquet(stages["classifiers"]["results"])
     results["fold"] = results["fold"].astype(str)
-    best = best_ensembles(results).set_index("arm")
+    # expected choice, computed here from the fold rows: the lowest mean validation loss per arm (select_on default)
+    folds = results[results["fold"] != "ensemble"]
+    val = folds.groupby(["arm", "architecture"], sort=False)["val_loss"].mean().reset_index()
+    picked = {arm: g.sort_values("val_loss", kind="stable").iloc[0]["architecture"] for arm, g in val.groupby("arm")}
+    ensembles = results[results["fold"] == "ensemble"].set_index(["arm", "architecture"])
     page = parse(_html(finished_run))
     table = page.table("answer-table")
     rows = {r[0].text: r for r in table.body()}
     assert set(rows) == set(results["arm"])
     for arm, cells in rows.items():
-        assert cells[1].text == best.loc[arm, "architecture"]
-        assert float(cells[2].attrs["data-value"]) == best.loc[arm, "test_accuracy"]
-        assert cells[2].text == f"{100 * best.loc[arm, 'test_accuracy']:.1f}%"
-        assert float(cells[4].attrs["data-value"]) == best.loc[arm, "f1_macro"]
-    # the paired test: recompute from the stored fold probabilities
-    fits = finished_run.runs_root / "demo" / "classifier-fits"
-    test = pd.read_parquet(finished_run.run_dir.parents[1] / "classifiers" / stages["classifiers"]["key"]
-                           / "test_manifest.parquet")
+        row = ensembles.loc[(arm, picked[arm])]
+        assert cells[1].text == picked[arm]
+        assert float(cells[2].attrs["data-value"]) == row["test_accuracy"]
+        assert cells[2].text == f"{100 * row['test_accuracy']:.1f}%"
+        assert float(cells[4].attrs["data-value"]) == row["f1_macro"]
+    # the paired test: recomputed from the stored scores of the frozen fits
+    stage_dir = finished_run.run_dir.parents[1] / "classifiers" / stages["classifiers"]["key"]
+    test = pd.read_parquet(stage_dir / "test_manifest.parquet")
     y = np.array([CLASSES.index(label) for label in test["label"]])
 
     def predictions(arm: str) -> np.ndarray:
-        keys = best.loc[arm, "fit_key"].split(",")
-        return np.mean([np.load(fits / k / "test_probs.npy") for k in keys], axis=0).argmax(1)
+        keys = ensembles.loc[(arm, picked[arm]), "fit_key"].split(",")
+        return np.mean([np.load(stage_dir / "scores" / "test" / f"{k}.npy") for k in keys], axis=0).argmax(1)
 
+    comparisons = [a for a in sorted(rows) if "synthetic" in a]
     expected = compare(y, predictions("real"), predictions("synthetic"), 500, finished_run.config.seed)
-    assert rows["synthetic"][6].text == expected.words("synthetic").split(": ", 1)[1]
+    adjusted = holm({f"{a} vs real": compare(y, predictions("real"), predictions(a), 500, finished_run.config.seed)
+                     for a in comparisons})["synthetic vs real"]
+    assert adjusted.p_value == expected.p_value
+    assert rows["synthetic"][6].text == f"{adjusted.statistics()}: {adjusted.verdict()}"
     assert rows["real"][6].text == "reference"
 
 
