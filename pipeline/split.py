@@ -23,6 +23,7 @@ a held-out image changes the first and never the second.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -189,7 +190,9 @@ def _draw_development(table: pd.DataFrame, assignment: np.ndarray, fraction: flo
         raise DataError(f"only {len(set(units))} held-out patients/images: split.dev_fraction={fraction} needs at "
                         f"least {n_splits}")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=int(seed) % (2**32 - 1) + 1)
-    _, fold = next(splitter.split(np.zeros(len(held)), table["label"].to_numpy()[held], units))
+    with warnings.catch_warnings():  # "least populated class < n_splits": _check_counts says it in our words
+        warnings.simplefilter("ignore", UserWarning)
+        _, fold = next(splitter.split(np.zeros(len(held)), table["label"].to_numpy()[held], units))
     chosen = np.zeros(len(held), dtype=bool)
     chosen[fold] = True
     if fraction > 0.5:

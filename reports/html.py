@@ -344,7 +344,7 @@ def data_section(stages: dict[str, Any]) -> dict[str, Any]:
         synthetic_counts = pd.read_parquet(Path(manifest).with_suffix(".parquet"))["label"].astype(str).value_counts().to_dict()
     labels = list(split.get("per_class", {}) or usable)
     rows = [{"label": label, "real": usable.get(label, ""), "train": split.get("per_class", {}).get(label, {}).get("train", ""),
-             "test": split.get("per_class", {}).get(label, {}).get("test", ""),
+             "test": _held_out_cell(split.get("per_class", {}).get(label, {})),
              "synthetic": synthetic_counts.get(label, 0 if synthetic_counts else "")} for label in labels]
     quarantine, total = [], 0
     path = ingest.get("quarantine")
@@ -358,6 +358,12 @@ def data_section(stages: dict[str, Any]) -> dict[str, Any]:
             "quarantine_more": total > len(quarantine),
             "quarantine_csv": str(Path(path).with_suffix(".csv")) if path else "",
             "notes": list((ingest.get("summary") or {}).get("notes", []))[:20]}
+
+
+def _held_out_cell(sides: dict[str, Any]) -> Any:
+    """Held-out count; with a development split, which part is test and which is development."""
+    dev = sides.get("dev", 0)
+    return f"{sides.get('test', '')} test + {dev} development" if dev else sides.get("test", "")
 
 
 def generator_section(stages: dict[str, Any], config: DomainConfig | None) -> dict[str, Any]:
@@ -614,6 +620,7 @@ def explanations_section(stages: dict[str, Any]) -> dict[str, Any]:
     class_names = summary.get("class_names", [])
     comp_rows = [{"arm": r["arm"], "class": r["class"], "n_real": int(r["n_real"]), "n_synthetic": int(r["n_synthetic"]),
                   "correlation": _num(r["correlation"]), "correlation_raw": repr(float(r["correlation"])),
+                  "interval": _evidence_interval(r),
                   "iou": _num(r["iou_top"]), "iou_raw": repr(float(r["iou_top"]))}
                  for r in comparison.to_dict(orient="records")]
     arms = []
@@ -643,6 +650,15 @@ def explanations_section(stages: dict[str, Any]) -> dict[str, Any]:
             "settings": f"{settings.get('num_samples', '?')} perturbed samples, {settings.get('segmentation', '?')} "
                         f"superpixels (~{settings.get('n_segments', '?')}), seed {summary.get('seed', '?')}",
             "reason": ""}
+
+
+def _evidence_interval(row: dict[str, Any]) -> str:
+    """The correlation's 95% bootstrap interval, or why there is none (too few images to say anything)."""
+    low, high = row.get("correlation_low"), row.get("correlation_high")
+    if low is None or high is None or (isinstance(low, float) and math.isnan(low)):
+        return (f"sample too small ({int(row['n_real'])} real, {int(row['n_synthetic'])} synthetic images; "
+                f"an interval needs at least 5 of each)")
+    return f"{_num(low)} to {_num(high)}"
 
 
 def _overlay_figure(group: list[dict[str, Any]], arrays: dict[str, np.ndarray], arm: str, label: str) -> dict[str, str]:

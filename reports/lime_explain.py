@@ -380,13 +380,39 @@ def compare_evidence(records: list[dict[str, Any]], maps_true: list[np.ndarray],
             both = bool(picked["real"]) and bool(picked["synthetic"])
             similarity = map_similarity(real, synth, fraction) if both else {"correlation": float("nan"),
                                                                              "iou_top": float("nan")}
+            low, high = correlation_interval(picked["real"], picked["synthetic"], fraction)
             rows.append({"arm": arm, "class": name, "n_real": len(picked["real"]),
-                         "n_synthetic": len(picked["synthetic"]), **similarity})
+                         "n_synthetic": len(picked["synthetic"]), **similarity,
+                         "correlation_low": low, "correlation_high": high})
             real_means.append(real.astype(np.float32))
             synth_means.append(synth.astype(np.float32))
-    table = pd.DataFrame(rows, columns=["arm", "class", "n_real", "n_synthetic", "correlation", "iou_top"])
+    table = pd.DataFrame(rows, columns=["arm", "class", "n_real", "n_synthetic", "correlation", "iou_top",
+                                        "correlation_low", "correlation_high"])
     empty = np.zeros((0, *shape), np.float32)
     return table, (np.stack(real_means) if real_means else empty), (np.stack(synth_means) if synth_means else empty)
+
+
+MIN_EVIDENCE_IMAGES = 5  # per side: below this a mean-map comparison is an anecdote, and the report says so
+
+
+def correlation_interval(real: list[np.ndarray], synthetic: list[np.ndarray], fraction: float,
+                         resamples: int = 200, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the real-vs-synthetic mean-map correlation, images resampled on both sides;
+    (nan, nan) when either side has fewer than MIN_EVIDENCE_IMAGES images (too few to say anything)."""
+    if len(real) < MIN_EVIDENCE_IMAGES or len(synthetic) < MIN_EVIDENCE_IMAGES:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    real_stack, synth_stack = np.stack(real), np.stack(synthetic)
+    values = []
+    for _ in range(resamples):
+        a = real_stack[rng.integers(0, len(real_stack), len(real_stack))].mean(axis=0)
+        b = synth_stack[rng.integers(0, len(synth_stack), len(synth_stack))].mean(axis=0)
+        values.append(map_similarity(a, b, fraction)["correlation"])
+    finite = np.asarray([v for v in values if np.isfinite(v)])
+    if len(finite) == 0:
+        return float("nan"), float("nan")
+    low, high = np.quantile(finite, [0.025, 0.975])
+    return float(low), float(high)
 
 
 def load_explanations(directory: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray],

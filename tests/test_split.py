@@ -88,3 +88,49 @@ def test_split_stage_persists_reuses_and_verifies(phantom_dir: Path, tmp_path: P
     table.to_parquet(first.split_path, index=False)
     with pytest.raises(LeakageError):
         load_split(first.split_path)
+
+
+def test_development_share_is_stratified_group_aware_and_leaves_the_training_sample_alone() -> None:
+    from pipeline.split import DEV
+
+    manifest = fake_manifest({"a": 200, "b": 120}, patients=90, seed=4)
+    plain = make_split(manifest, SplitConfig(), seed=2)
+    with_dev = make_split(manifest, SplitConfig(dev_fraction=0.5), seed=2)
+    assert with_dev.training_hash == plain.training_hash  # the generator's data does not depend on it
+    assert set(with_dev.train["sha256"]) == set(plain.train["sha256"])
+    held = with_dev.table[with_dev.table["split"] != TRAIN]
+    for label, rows in held.groupby("label"):
+        share = (rows["split"] == DEV).mean()
+        assert 0.35 < share < 0.65, (label, share)  # stratified: about half of every class
+    dev_patients, test_patients = set(with_dev.dev["patient_id"]), set(with_dev.test["patient_id"])
+    assert not dev_patients & test_patients  # no patient on both sides of the dev/test line
+    assert with_dev.summary()["dev"] == len(with_dev.dev) > 0
+    assert with_dev.split_hash != plain.split_hash
+
+
+def test_training_hash_ignores_held_out_labels_and_pixels_but_not_training_ones() -> None:
+    from pipeline.split import training_hash
+
+    split = make_split(fake_manifest({"a": 60, "b": 60}), SplitConfig(), seed=1)
+    table = split.table.copy()
+    held = table["split"] == TEST
+    table.loc[held, "label"] = table.loc[held, "label"].map({"a": "b", "b": "a"})
+    table.loc[held, "sha256"] = "f" * 64
+    assert training_hash(table) == split.training_hash
+    table.loc[table.index[~held][0], "label"] = "b" if table.loc[table.index[~held][0], "label"] == "a" else "a"
+    assert training_hash(table) != split.training_hash
+
+
+def test_a_patient_in_both_dev_and_test_is_a_leak() -> None:
+    split = make_split(fake_manifest({"a": 60, "b": 60}, patients=40), SplitConfig(dev_fraction=0.5), seed=1)
+    table = split.table.copy()
+    dev_row = table.index[table["split"] == "dev"][0]
+    test_patient = table.loc[table["split"] == TEST, "patient_id"].iloc[0]
+    table.loc[dev_row, "patient_id"] = test_patient
+    with pytest.raises(LeakageError, match="patient.*in both dev and test"):
+        verify_split(table)
+
+
+def test_dev_fraction_too_large_for_a_class_is_a_clear_error() -> None:
+    with pytest.raises(DataError, match="dev_fraction"):
+        make_split(fake_manifest({"a": 200, "b": 3}), SplitConfig(cv_folds=2, dev_fraction=0.05), seed=0)

@@ -4,11 +4,12 @@ The demo once scored real 0.250 on a slower machine: epoch budgets gave the real
 epoch and early stopping ended it after ~28 optimizer steps, at chance. These tests run the demo
 domain's SHIPPED cpu classifier settings (flows/configs/domains/demo.yaml) on the demo's phantom
 data (200 per class, 64 px) with several seeds and require every arm that sees real images to be
-clearly above chance on the held-out 80%. The synthetic set is a stand-in (fresh phantoms of another
+clearly above chance on a DEVELOPMENT split (half of the held-out side, ``split.dev_fraction``): the
+test half is never asserted on, so no test and no default leans on it (issue 18; lr 3e-4 was first
+picked from held-out accuracy, so the check now reads only development scores, on a seed of its own). The synthetic set is a stand-in (fresh phantoms of another
 seed, the demo's 40 per class), so this checks the classifier protocol, not the generator.
-The default suite keeps one seed and the real arm (the one that failed): seed 3, where the demo's
-earlier lr 1e-3 selected steps 20-40 at chance in every fold (ensemble 0.308; see
-benchmarks/results/demo-classifiers.md); -m slow runs three seeds and every arm.
+The default suite keeps one seed and the real arm (the one that failed): seed 4, one the lr was not
+chosen on; -m slow runs three seeds and every arm.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def make_synthetic_manifest(folder: Path, per_class: int, size: int, seed: int) 
 
 def demo_results(tmp: Path, seed: int, arms: list[str]) -> pd.DataFrame:
     config = load_domain_config("demo", "cpu", {"runs_root": str(tmp / "runs"), "seed": seed,
+                                                "split": {"dev_fraction": 0.5},
                                                 "classifiers": {"pretrained": False, "arms": arms}})
     data = make_demo_dataset(tmp / "data", PhantomSpec(200, 64, "L", seed), progress=False)
     split = split_stage(config, ingest_stage(config, data, progress=False).manifest_path)
@@ -52,7 +54,7 @@ def demo_results(tmp: Path, seed: int, arms: list[str]) -> pd.DataFrame:
     table = pd.read_parquet(out.results_path)
     folds = table[table["fold"] != ENSEMBLE]
     print(f"seed {seed}:", {arm: round(float(acc), 3) for arm, acc in
-                            table[table["fold"] == ENSEMBLE].set_index("arm")["test_accuracy"].items()},
+                            table[table["fold"] == ENSEMBLE].set_index("arm")["dev_accuracy"].items()},
           "steps", folds.groupby("arm")["steps_run"].agg(list).to_dict(),
           "best", folds.groupby("arm")["best_step"].agg(list).to_dict())
     return table
@@ -64,16 +66,16 @@ def check(table: pd.DataFrame, arms: tuple[str, ...]) -> None:
     assert (folds["steps_run"] >= folds["min_steps"]).all()  # nothing ends before the floor
     assert not folds["time_budget_hit"].any()  # the safety net never decides a demo result
     for arm in arms:
-        assert ensemble.loc[arm, "test_accuracy"] >= MIN_ACCURACY, (arm, ensemble.loc[arm, "test_accuracy"])
-        fold_accuracy = folds[folds["arm"] == arm]["test_accuracy"]
+        assert ensemble.loc[arm, "dev_accuracy"] >= MIN_ACCURACY, (arm, ensemble.loc[arm, "dev_accuracy"])
+        fold_accuracy = folds[folds["arm"] == arm]["dev_accuracy"]
         assert (fold_accuracy >= MIN_FOLD_ACCURACY).all(), (arm, fold_accuracy.tolist())
 
 
 def test_demo_real_arm_is_clearly_above_chance(tmp_path: Path) -> None:
-    check(demo_results(tmp_path, 3, ["real"]), ("real",))
+    check(demo_results(tmp_path, 4, ["real"]), ("real",))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [4, 5, 6])
 def test_demo_every_arm_that_sees_real_images_is_clearly_above_chance(tmp_path: Path, seed: int) -> None:
     check(demo_results(tmp_path, seed, ["synthetic", *SEES_REAL]), SEES_REAL)
