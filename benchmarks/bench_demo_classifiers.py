@@ -1,5 +1,8 @@
 """How stable is the demo's classifier protocol? The demo's shipped cpu settings and variants, 3 seeds.
 
+Decisions read the DEVELOPMENT split only: half of the held-out side (``split.dev_fraction`` 0.5,
+``--dev-fraction``) is scored as ``dev``; the test half is recorded but never compared (issue 18).
+
     python -m benchmarks.bench_demo_classifiers                       # shipped settings only
     python -m benchmarks.bench_demo_classifiers --variants '{"lr1e3": {"learning_rate": 0.001}}'
 
@@ -32,11 +35,13 @@ from pipeline.store import atomic_write_json, atomic_write_text
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run_variant(name: str, overrides: dict[str, Any], seeds: list[int], arms: list[str], work: Path) -> list[dict]:
+def run_variant(name: str, overrides: dict[str, Any], seeds: list[int], arms: list[str], work: Path,
+                dev_fraction: float = 0.5) -> list[dict]:
     rows = []
     for seed in seeds:
         started = time.perf_counter()
         config = load_domain_config("demo", "cpu", {"runs_root": str(work / "runs"), "seed": seed,
+                                                    "split": {"dev_fraction": dev_fraction},
                                                     "classifiers": {"pretrained": False, "arms": arms, **overrides}})
         data = make_demo_dataset(work / f"data-{seed}", PhantomSpec(200, 64, "L", seed), progress=False)
         split = split_stage(config, ingest_stage(config, data, progress=False).manifest_path)
@@ -44,9 +49,12 @@ def run_variant(name: str, overrides: dict[str, Any], seeds: list[int], arms: li
         for arm in arms:
             rows_arm = table[table["arm"] == arm]
             folds = rows_arm[rows_arm["fold"] != ENSEMBLE]
-            row = {"variant": name, "overrides": overrides, "seed": seed, "arm": arm,
-                   "ensemble_accuracy": round(float(rows_arm[rows_arm["fold"] == ENSEMBLE]["test_accuracy"].iloc[0]), 3),
-                   "fold_accuracy": [round(float(x), 3) for x in folds["test_accuracy"]],
+            ensemble = rows_arm[rows_arm["fold"] == ENSEMBLE]
+            row = {"variant": name, "overrides": overrides, "seed": seed, "arm": arm, "evaluation": "dev",
+                   "dev_fraction": dev_fraction, "n_dev": int(ensemble["n_dev"].iloc[0]),
+                   "ensemble_accuracy": round(float(ensemble["dev_accuracy"].iloc[0]), 3),
+                   "fold_accuracy": [round(float(x), 3) for x in folds["dev_accuracy"]],
+                   "test_ensemble_accuracy": round(float(ensemble["test_accuracy"].iloc[0]), 3),
                    "best_step": [int(x) for x in folds["best_step"]], "steps_run": [int(x) for x in folds["steps_run"]],
                    "seconds": round(time.perf_counter() - started, 1)}
             print(json.dumps(row), flush=True)
@@ -55,13 +63,16 @@ def run_variant(name: str, overrides: dict[str, Any], seeds: list[int], arms: li
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["# Demo classifiers: held-out accuracy over seeds", "",
+    lines = ["# Demo classifiers: development-split accuracy over seeds", "",
              "`python -m benchmarks.bench_demo_classifiers` (demo phantoms 200 per class, 64 px; the demo domain's",
-             "cpu classifier settings + the variant's overrides; held-out real 80% = 640 images; chance 0.25).", "",
-             "| variant | overrides | arm | ensemble per seed | median | worst fold | selected steps |",
+             "cpu classifier settings + the variant's overrides; chance 0.25). Accuracy on the development half of",
+             "the held-out side (320 images; `split.dev_fraction` 0.5): decisions read only these numbers.", "",
+             "| variant | overrides | arm | dev ensemble per seed | median | worst fold (dev) | selected steps |",
              "|---|---|---|---|---:|---:|---|"]
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
+        if row.get("evaluation") != "dev":
+            continue  # rows measured on the held-out set before the development split: not a basis for decisions
         groups.setdefault((row["variant"], row["arm"]), []).append(row)
     for (variant, arm), group in groups.items():
         ensembles = [r["ensemble_accuracy"] for r in group]
@@ -78,6 +89,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--arms", default="real")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--dev-fraction", type=float, default=0.5)
     args = parser.parse_args()
     seeds, arms = [int(s) for s in args.seeds.split(",")], args.arms.split(",")
     out_json = RESULTS / "demo-classifiers.json"
@@ -85,8 +97,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work or scratch)
         for name, overrides in json.loads(args.variants).items():
-            fresh = run_variant(name, overrides, seeds, arms, work)
-            kept = [r for r in kept if r["variant"] != name] + fresh
+            fresh = run_variant(name, overrides, seeds, arms, work, args.dev_fraction)
+            kept = [r for r in kept if r["variant"] != name or r.get("evaluation") != "dev"] + fresh
             atomic_write_json(out_json, kept)
             atomic_write_text(RESULTS / "demo-classifiers.md", markdown(kept))
     print(markdown(kept))

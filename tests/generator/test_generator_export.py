@@ -23,7 +23,7 @@ from gen_helpers import tiny_config, write_toy_folder
 from pipeline.errors import DataError
 from pipeline.generator.checkpoint import folder_sha256
 from pipeline.generator.stage import synthesis_stage, train_generator_stage
-from pipeline.stages import ingest_stage, split_stage
+from pipeline.stages import ingest_stage, load_split, split_stage
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,7 +61,7 @@ def test_exported_pipeline_reproduces_synthesis_in_a_fresh_process(tmp_path: Pat
     assert index["_class_name"] == "ClassConditionalPipeline" and index["class_names"] == ["top", "bottom"]
     assert index["mode"] == "L" and index["scheduler"] == ["diffusers", "DPMSolverMultistepScheduler"]
     assert index["training_data"]["manifest_hash"] == generator.summary["manifest_hash"]
-    assert index["training_data"]["training_hash"] == generator.summary["training_hash"] == split.training_hash
+    assert index["training_data"]["training_hash"] == generator.summary["training_hash"] == load_split(split.split_path).training_hash
     scheduler = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
     # the full scheduler config of the configured sampler: v-prediction, so x0_clip auto = no clipping
     assert scheduler["algorithm_type"] == "sde-dpmsolver++" and scheduler["thresholding"] is False

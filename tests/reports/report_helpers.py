@@ -23,7 +23,7 @@ TINY = {
                   "checkpoint_every": 3},
     "synthesis": {"per_class": 6, "steps": 4, "batch_size": 24, "reference_steps": 4},
     "split": {"cv_folds": 2},
-    "classifiers": {"architectures": ["resnet18"], "image_size": 32, "max_epochs": 2,
+    "classifiers": {"architectures": ["resnet18"], "image_size": 32, "max_steps": 6, "min_steps": 6, "eval_every_steps": 3,
                     "pretrained": False, "batch_size": 16},
     "report": {"num_samples": 40, "batch_size": 40, "real_per_kind": 1, "synthetic_per_class": 1, "n_segments": 12,
                "bootstrap_resamples": 500},
