@@ -37,8 +37,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"[classifiers] {state}  key={out.key}  fits={out.summary['fits']} "
           f"(reused {out.summary['fits_reused']})")
     ensemble = table[table["fold"] == ENSEMBLE]
-    columns = ["arm", "architecture", "test_accuracy", "f1_macro", "roc_auc_ovr", "test_loss"]
+    columns = ["arm", "architecture", "test_accuracy", "f1_macro", "roc_auc_ovr", "test_loss",
+               *(["dev_accuracy"] if "dev_accuracy" in ensemble else [])]
     print(ensemble[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for arm, chosen in out.summary.get("chosen_per_arm", {}).items():
+        print(f"chosen for {arm}: {chosen['architecture']} ({chosen['chosen_by']})")
     for note in out.summary.get("notes", []):
         print(f"note: {note}")
     print(f"results table: {out.results_path.with_suffix('.csv')}")

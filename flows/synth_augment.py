@@ -429,7 +429,8 @@ def publish_artifacts(config: DomainConfig, stages: dict[str, dict[str, Any]], d
         table = pd.read_parquet(classifiers.results_path)
         ensemble = table[table["fold"].astype(str) == "ensemble"]
         columns = [c for c in ("arm", "architecture", "test_accuracy", "precision_macro", "recall_macro",
-                               "f1_macro", "roc_auc_ovr_macro", "n_test") if c in ensemble.columns]
+                               "f1_macro", "roc_auc_ovr_macro", "n_test", "dev_accuracy", "n_dev")
+                   if c in ensemble.columns]
         rows = [{c: _cell(v) for c, v in row.items()} for row in ensemble[columns].to_dict("records")]
         create_table_artifact(table=rows, key=f"{slug}-results",
                               description=f"{config.name}: held-out real test set, fold ensembles per arm and "

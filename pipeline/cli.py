@@ -245,10 +245,12 @@ def _print_summary(summary: dict[str, Any], quarantine_path: Any) -> None:
 
 
 def _print_counts(summary: dict[str, Any], split_path: Any) -> None:
+    dev = int(summary.get("dev", 0) or 0)
     print(f"split {summary['split_hash']} (seed {summary['seed']}, train fraction {summary['train_fraction']}): "
-          f"{summary['train']} train / {summary['test']} held out")
+          f"{summary['train']} train / " + (f"{dev} development / " if dev else "") + f"{summary['test']} held out")
     for label, sides in summary["per_class"].items():
-        print(f"  {label:>16}: {sides['train']:>6} train  {sides['test']:>6} held out")
+        development = f"  {sides.get('dev', 0):>6} development" if dev else ""
+        print(f"  {label:>16}: {sides['train']:>6} train{development}  {sides['test']:>6} held out")
     print(f"split table: {Path(split_path).with_suffix('.csv')}")
 
 
