@@ -1,6 +1,6 @@
 """Ablation of issue 8's changes on a real dataset: what did each change buy on real images it never saw?
 
-    python benchmarks/ablation.py --domain brain-mri --data /work/shared/data/brain-mri --runs-root /tmp/ablation-runs
+    python benchmarks/ablation.py --domain brain-mri --data ../shared/data/brain-mri --runs-root /tmp/ablation-runs
 
 Rows are cumulative (each adds one change to the row above); every row runs the whole pipeline
 through ``pipeline.run.run_domain`` and, because stages are cached by content, reuses whatever did

@@ -1,6 +1,6 @@
 """Measure the generator defaults on a real dataset: prediction type x x0 handling, by the intensity signal.
 
-    python benchmarks/generator_defaults.py --domain brain-mri --data /work/shared/data/brain-mri --steps 500
+    python benchmarks/generator_defaults.py --domain brain-mri --data ../shared/data/brain-mri --steps 500
 
 Trains (or reuses from the run store) two generators that differ only in the training changes of
 issue 8: "epsilon" (epsilon prediction, plain MSE, diffusers' EMA warm-up power 2/3: the settings

@@ -469,8 +469,8 @@ def quality_section(stages: dict[str, Any]) -> dict[str, Any]:
                                   "looks like in this domain). Classes pooled.",
                        "header": ["metric", "class", "synthetic", "real-vs-real reference", "better"],
                        "rows": [(m.get("label") or m.get("metric"), m.get("class", ""),
-                                 _pm(m.get("synthetic"), m.get("synthetic_std")),
-                                 _pm(m.get("reference"), m.get("reference_std")),
+                                 _pm(m.get("synthetic"), m.get("synthetic_std"), _is_kid(m)),
+                                 _pm(m.get("reference"), m.get("reference_std"), _is_kid(m)),
                                  {True: "higher", False: "lower"}.get(m.get("higher_is_better"), "compare"))
                                 for m in metrics]})
     memo = report.get("memorisation") or {}
@@ -516,11 +516,17 @@ def _generator_hash(gen: dict[str, Any]) -> str:
                or summary.get("checkpoint_hash") or "")
 
 
-def _pm(value: Any, std: Any) -> str:
+def _is_kid(metric: dict[str, Any]) -> bool:
+    return "kid" in str(metric.get("metric", "")).lower()
+
+
+def _pm(value: Any, std: Any, spread_expected: bool = False) -> str:
+    """``value ± std``; where a spread is expected (KID over subsets) but there is none, say so ("± n/a")."""
     if value is None:
         return ""
-    return f"{_num(value)} ± {_num(std)}" if std is not None and not (isinstance(std, float) and math.isnan(std)) \
-        else _num(value)
+    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+        return f"{_num(value)} ± {_num(std)}"
+    return f"{_num(value)} ± n/a (one subset)" if spread_expected else _num(value)
 
 
 def classifiers_section(results: pd.DataFrame | None, stages: dict[str, Any],

@@ -32,3 +32,11 @@ def test_the_interval_narrows_around_agreeing_maps_and_widens_with_noise() -> No
     quiet = correlation_interval(_maps(8, 0, 0.2), _maps(8, 1, 0.2), 0.2)
     assert noisy[1] - noisy[0] > quiet[1] - quiet[0] > 0
     assert quiet[0] > 0.5  # the shared square dominates
+
+
+def test_kid_without_a_spread_says_so_instead_of_a_false_zero() -> None:
+    from reports.html import _is_kid, _pm
+
+    assert _pm(0.0123, None, spread_expected=True) == "0.012 ± n/a (one subset)"
+    assert _pm(0.0123, 0.001) == "0.012 ± 0.001" and _pm(0.0123, None) == "0.012"
+    assert _is_kid({"metric": "kid"}) and not _is_kid({"metric": "fd"})
