@@ -73,9 +73,7 @@ def reference_stage(config: DomainConfig, split_path: str | os.PathLike[str], pr
     class_names = list(config.data.class_names) or sorted(split.table["label"].astype(str).unique())
     train = canonical_order(split.train.reset_index(drop=True))
     settings = reference_settings(config)
-    key = hash_payload({"train": sorted(zip(train["sha256"].astype(str), train["label"].astype(str))),
-                        "settings": settings, "class_names": class_names, "mode": config.data.mode,
-                        "seed": config.seed, "version": 1})
+    key = reference_key(config, split)
     store = RunStore(config.runs_root, config.name)
     directory = store.stage_dir(REFERENCE_STAGE, key)
     if store.is_complete(REFERENCE_STAGE, key):
@@ -101,6 +99,15 @@ def reference_stage(config: DomainConfig, split_path: str | os.PathLike[str], pr
     atomic_write_json(directory / "summary.json", summary)
     store.mark_complete(REFERENCE_STAGE, key, summary)
     return ReferenceOutput(key, directory, summary)
+
+
+def reference_key(config: DomainConfig, split: Any) -> str:
+    """The reference stage's key, computed without training (selection plans and synthesis keys include it)."""
+    class_names = list(config.data.class_names) or sorted(split.table["label"].astype(str).unique())
+    train = split.train
+    return hash_payload({"train": sorted(zip(train["sha256"].astype(str), train["label"].astype(str))),
+                         "settings": reference_settings(config), "class_names": class_names,
+                         "mode": config.data.mode, "seed": config.seed, "version": 1})
 
 
 def _fit_fold(config: DomainConfig, settings: dict[str, Any], images: torch.Tensor, labels: torch.Tensor,
