@@ -280,10 +280,19 @@ class SynthesisConfig(Section):
     guidance_candidates: list[float] = Field(default_factory=lambda: [1.0, 1.25, 1.5, 2.0, 3.0], min_length=1)
     strength_candidates: list[float] = Field(default_factory=lambda: [0.4, 0.6, 0.8], min_length=1)
     checkpoint_candidates: int = Field(2, ge=1)  # the newest N training checkpoints (EMA weights) are candidates
-    select_per_class: int = Field(8, ge=1)  # images per class and candidate that the signal scores
-    # a candidate within this score of the best counts as tied; ties go to the more diverse setting
-    # (lower guidance, higher strength, newer checkpoint)
+    # images per class and candidate that the signal scores. The score's standard error shrinks as
+    # 1/sqrt(n): at 8 images per class one image moves a class's CAS by 0.125; the plan says how many would
+    # bring the SE under select_tolerance (pipeline.generator.select_score)
+    select_per_class: int = Field(8, ge=1)
+    # a candidate within max(this, the SE of its difference from the best) of the best score counts as tied;
+    # ties go to the more diverse setting (lower guidance, higher strength, newer checkpoint)
     select_tolerance: float = Field(0.03, ge=0)
+    # weight of novelty (0 = copies of real training images, 1 = as far from them as real images are from each
+    # other) in the selection score CAS - gap + weight * novelty. Without it a gap near 0 and the reference's own
+    # accuracy make near-copies of the seed images win; at 0.1 a set of copies loses 0.1 against a fresh set of
+    # equal CAS and gap (10 CAS points: more than the SE margin at 16+ images per class), while a real
+    # difference in label agreement of more than 10 points still outweighs full novelty. 0 restores CAS - gap.
+    select_diversity_weight: float = Field(0.1, ge=0)
     reference_steps: int = Field(300, ge=1)  # optimizer steps per fold of the reference classifier
 
     @field_validator("guidance_candidates")

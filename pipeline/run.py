@@ -152,9 +152,9 @@ def _synthesis(config: DomainConfig, done: dict[str, Any], progress: bool) -> An
 
 
 def _synthesis_key(config: DomainConfig, done: dict[str, Any]) -> str:
-    from pipeline.generator.stage import synthesis_key
+    from pipeline.generator.stage import planned_synthesis_key
 
-    return synthesis_key(config, done["generator"].pipeline_hash)
+    return planned_synthesis_key(config, done["generator"])  # with synthesis.select: includes the plan's hash
 
 
 def _synthesis_info(out: Any) -> dict[str, Any]:

@@ -4,9 +4,11 @@ candidate scoring, real-seeded synthesis) never reads a held-out image."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 import pipeline.image_tensors as image_tensors
 from pipeline.config import load_domain_config
@@ -50,17 +52,35 @@ def test_selection_never_reads_a_held_out_image(phantom_dir: Path, tmp_path: Pat
     assert manifest["seed_sha256"].notna().all() and not set(manifest["seed_sha256"]) & held_out
 
 
-def test_a_selection_that_lands_on_a_cached_set_still_reports_its_choice(phantom_dir: Path, tmp_path: Path) -> None:
-    """One candidate of each kind: selection must choose the plain run's settings and reuse its set."""
-    one = {"guidance_scale": 1.0, "guidance_candidates": [1.0], "checkpoint_candidates": 1, "mode": "real-seeded",
-           "strength": 0.5, "strength_candidates": [0.5]}
-    plain = _tiny(tmp_path, select=False, **one)
-    split = split_stage(plain, ingest_stage(plain, phantom_dir, progress=False).manifest_path)
-    generator = train_generator_stage(plain, split.split_path, progress=False)
-    first = synthesis_stage(plain, generator, progress=False)
-    assert first.summary["selection"] is None and not first.cached
-    selected = synthesis_stage(_tiny(tmp_path, select=True, **one), generator, progress=False)
-    assert selected.cached and selected.key == first.key
-    choice = selected.summary["selection"]
-    assert choice is not None and (choice["guidance_scale"], choice["strength"]) == (1.0, 0.5)
-    assert len(choice["candidates"]) == 2
+def test_selection_writes_its_plan_once_and_the_synthesis_key_follows_it(phantom_dir: Path, tmp_path: Path) -> None:
+    """The decision is a plan file listing every candidate; the exported pipeline carries the chosen defaults;
+    the flow's key (computed without running) is the stage's key and changes with the plan."""
+    from pipeline.generator.pipeline import ClassConditionalPipeline
+    from pipeline.generator.stage import planned_synthesis_key
+
+    config = _tiny(tmp_path, select=True, mode="real-seeded", strength_candidates=[0.5, 0.7])
+    split = split_stage(config, ingest_stage(config, phantom_dir, progress=False).manifest_path)
+    generator = train_generator_stage(config, split.split_path, progress=False)
+    assert planned_synthesis_key(config, generator) != planned_synthesis_key(config.model_copy(update={
+        "synthesis": config.synthesis.model_copy(update={"select": False})}), generator)  # pending: no plan yet
+    first = synthesis_stage(config, generator, progress=False)
+    plan_file = Path(first.summary["selection_plan"])
+    plan = json.loads(plan_file.read_text())
+    assert len(plan["candidates"]) == 2 * 2 + 2
+    for c in plan["candidates"]:
+        assert {"score", "se", "cas", "gap", "novelty", "margin", "tied", "images"} <= set(c)
+        assert c["score"] == pytest.approx(c["cas"] - c["gap"] + plan["diversity_weight"] * c["novelty"], abs=2e-5)
+    assert plan["images_per_class"] == 2 and plan["images_per_candidate"] == 2 * plan["classes"]
+    assert plan["images_per_class_needed"] > 2 and str(plan["images_per_class_needed"]) in plan["warnings"][0]
+    assert (plan["guidance_scale"], plan["strength"]) == (first.summary["guidance_scale"], first.summary["strength"])
+    exported = ClassConditionalPipeline.from_pretrained(plan["pipeline"])
+    assert exported.config.guidance_scale == plan["guidance_scale"] and exported.config.strength == plan["strength"]
+    assert planned_synthesis_key(config, generator) == first.key  # the flow's cache key is the stage's key
+
+    written = plan_file.stat().st_mtime_ns
+    again = synthesis_stage(config, generator, progress=False)
+    assert again.cached and again.key == first.key and plan_file.stat().st_mtime_ns == written  # decided once
+
+    other = next(c for c in plan["candidates"] if c["strength"] is None and c["guidance_scale"] != plan["guidance_scale"])
+    plan_file.write_text(json.dumps({**plan, "guidance_scale": other["guidance_scale"]}))
+    assert planned_synthesis_key(config, generator) != first.key  # another decision: another synthetic set

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +22,9 @@ from pipeline.errors import DataError, LeakageError
 from pipeline.image_tensors import load_image_tensors
 from pipeline.split import Split
 from pipeline.store import manifest_hash
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -43,9 +47,14 @@ def check_disjoint(train_sha256s: list[str], expected_hash: str, split: Split) -
                            f"(e.g. sha256 {sorted(overlap)[0][:12]}); refusing to train or sample")
 
 
+def training_order(split: Split) -> "pd.DataFrame":
+    """The split's training side in the generator's row order (content hash, then relative path)."""
+    return split.train.sort_values(["sha256", "relpath"]).reset_index(drop=True)
+
+
 def load_training_data(config: DomainConfig, split: Split, cache_dir: str | Path | None,
                        progress: bool = True) -> TrainingData:
-    train = split.train.sort_values(["sha256", "relpath"]).reset_index(drop=True)
+    train = training_order(split)
     if train.empty:
         raise DataError("the split's training side is empty; nothing to train the generator on")
     names = config.data.resolve_class_names(split.table["label"])

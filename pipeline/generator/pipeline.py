@@ -45,6 +45,8 @@ class ClassConditionalPipeline(DiffusionPipeline):
         mode (`str`): ``"L"`` (grayscale) or ``"RGB"``: the PIL mode of the images.
         num_inference_steps (`int`), guidance_scale (`float`): the defaults of ``__call__`` (the
             settings the project's synthesis used).
+        strength (`float`, *optional*): the default ``strength`` of a real-seeded call (``image=...``): the
+            strength selection chose; absent in exports that were not selected for real-seeded synthesis.
         training_data (`dict`): identity of the training data (manifest hash, split hash, image
             count, seed); the full list of training-image hashes is in ``training_data.json``.
     """
@@ -53,7 +55,7 @@ class ClassConditionalPipeline(DiffusionPipeline):
 
     def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin, class_names: list[str] | None = None,
                  mode: str | None = None, num_inference_steps: int = 20, guidance_scale: float = 2.0,
-                 training_data: dict[str, Any] | None = None) -> None:
+                 training_data: dict[str, Any] | None = None, strength: float | None = None) -> None:
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
         names = list(class_names) if class_names is not None else [
@@ -62,6 +64,8 @@ class ClassConditionalPipeline(DiffusionPipeline):
         self.register_to_config(class_names=names, mode=mode or ("L" if channels == 1 else "RGB"),
                                 num_inference_steps=int(num_inference_steps), guidance_scale=float(guidance_scale),
                                 training_data=dict(training_data or {}))
+        if strength is not None:  # only an export of a real-seeded selection carries it (older folders stay as they were)
+            self.register_to_config(strength=float(strength))
 
     @property
     def null_label(self) -> int:
@@ -113,7 +117,8 @@ class ClassConditionalPipeline(DiffusionPipeline):
             image: optional seed images (float tensor (N, C, H, W) in [-1, 1], one per label): each is
                 noised to the timestep at ``strength`` of the schedule and denoised from there with its
                 label (SDEdit, "real-seeded" synthesis); None samples from pure noise.
-            strength: in (0, 1), how much of the schedule a seed image is noised through (with ``image``).
+            strength: in (0, 1), how much of the schedule a seed image is noised through (with ``image``;
+                default: the exported selection's strength, when it has one).
             eta: DDIM's stochasticity (ignored by the other schedulers).
         """
         if output_type not in ("pil", "np", "pt"):
@@ -141,6 +146,8 @@ class ClassConditionalPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(steps)
         timesteps = self.scheduler.timesteps
         seeds = image
+        if seeds is not None and strength is None:
+            strength = self.config.get("strength")
         if seeds is None:
             image = noise * self.scheduler.init_noise_sigma
         else:

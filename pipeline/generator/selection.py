@@ -1,31 +1,38 @@
-"""Selection without peeking: choose the checkpoint, the guidance scale and the real-seeded strength.
+"""Selection without peeking: choose the checkpoint, the guidance scale and the real-seeded strength, once.
 
 Every candidate generates ``synthesis.select_per_class`` images per class and is scored against the
-real 20% training sample only (the held-out 80% is never loaded):
+real 20% training sample only (the held-out 80% is never loaded); pipeline.generator.select_score says
+what the score is and how its standard error is estimated:
 
-    score = CAS - gap
-    CAS   classification accuracy score: mean per-class agreement of the reference classifier
-          (pipeline.quality.reference, trained on the real sample only) with the intended labels;
-          real-seeded images are judged out of fold (by the fold model that never saw their seed)
-    gap   intensity gap (pipeline.quality.signals): mean |synthetic - real| of per-class mean, std and
-          background level, pixels in [0, 1]
+    score = CAS - gap + synthesis.select_diversity_weight * novelty
 
 Candidates: the newest ``checkpoint_candidates`` training checkpoints (their EMA weights) x
 ``guidance_candidates``; then, for real-seeded synthesis, ``strength_candidates`` at the chosen
-checkpoint and guidance. A candidate within ``select_tolerance`` of the best score counts as tied, and
-ties go to the more diverse setting: lower guidance, then the newer checkpoint; higher strength.
-Each candidate's score is cached (``runs/<domain>/selection/<generator>/``) and every score is
-recorded in the synthesis summary, so a reader sees what was chosen against what.
+checkpoint and guidance. Candidates whose scores differ by less than max(``select_tolerance``, the SE of
+the difference) are tied, and ties go to the more diverse setting: lower guidance, then the newer
+checkpoint; higher strength. When the images per candidate are too few for the SE to be under the
+tolerance, the plan and the log say so and how many would be needed.
+
+The decision is written once as a plan (``runs/<domain>/selection/<generator>/plan-<key>.json``, the
+key hashing the generator, the reference classifier and every selection setting): the chosen checkpoint,
+guidance and strength, every candidate's score with its SE and components, the image counts, and the
+chosen generator exported again as a pipeline folder whose ``__call__`` defaults are the chosen guidance
+(and strength). A later run reads the plan instead of deciding again; the synthesis key includes the
+plan's content hash (``plan_hash``), so a different decision is a different synthetic set.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pipeline.config import DomainConfig, hash_payload
@@ -33,21 +40,26 @@ from pipeline.generator.checkpoint import folder_sha256, list_checkpoints
 from pipeline.generator.data import to_model_range
 from pipeline.generator.pipeline import ClassConditionalPipeline
 from pipeline.generator.sampling import export_pipeline, image_seed, load_pipeline, make_sampler
+from pipeline.generator.select_score import (choose, images_needed, per_image_components, real_class_statistics,
+                                             real_spacing, score_with_se)
 from pipeline.generator.stage import GeneratorOutput
 from pipeline.generator.synthesis import RealSample, render
-from pipeline.quality.reference import classification_accuracy_score, load_reference, reference_stage
-from pipeline.quality.signals import class_statistics, intensity_gap
-from pipeline.store import RunStore, atomic_write_json
+from pipeline.quality.reference import load_reference, reference_key, reference_stage
+from pipeline.store import RunStore, atomic_write_json, read_json
 
 SELECTION_STAGE = "selection"
+PLAN_SCHEMA = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Selection:
-    generator: GeneratorOutput  # the chosen checkpoint's export
+    generator: GeneratorOutput  # the chosen checkpoint, exported with the chosen guidance/strength as defaults
     guidance_scale: float
     strength: float | None
-    record: dict[str, Any]  # chosen settings, the reference's CV accuracy and every candidate's scores
+    record: dict[str, Any]  # the plan: chosen settings, the reference's CV accuracy, every candidate's score
+    plan_path: Path | None = None
+    plan_hash: str | None = None
 
     def apply(self, config: DomainConfig) -> DomainConfig:
         """The config with the chosen guidance (and strength) in place of the configured fallbacks."""
@@ -57,45 +69,128 @@ class Selection:
         return config.model_copy(update={"synthesis": config.synthesis.model_copy(update=changes)})
 
 
+def selection_settings(config: DomainConfig) -> dict[str, Any]:
+    """Every setting that can change the decision (the plan's key hashes these)."""
+    syn = config.synthesis
+    return {"sampler": syn.sampler_settings(), "mode": syn.mode, "guidance_candidates": list(syn.guidance_candidates),
+            "strength_candidates": list(syn.strength_candidates) if syn.mode == "real-seeded" else None,
+            "checkpoint_candidates": syn.checkpoint_candidates, "per_class": syn.select_per_class,
+            "tolerance": syn.select_tolerance, "diversity_weight": syn.select_diversity_weight, "seed": config.seed}
+
+
+def plan_path(config: DomainConfig, generator: GeneratorOutput, reference: str | None = None) -> Path:
+    """Where the plan of (generator, reference classifier, selection settings) lives; computed without running."""
+    from pipeline.stages import load_split
+
+    if reference is None:
+        assert generator.split_path is not None
+        reference = reference_key(config, load_split(generator.split_path))
+    key = hash_payload({"generator": generator.pipeline_hash, "reference": reference,
+                        "settings": selection_settings(config), "schema": PLAN_SCHEMA})
+    directory = RunStore(config.runs_root, config.name).stage_dir(SELECTION_STAGE, generator.pipeline_hash[:16])
+    return directory / f"plan-{key}.json"
+
+
+def plan_hash(plan: dict[str, Any]) -> str:
+    """Content hash of a plan (its folder path left out: the same decision in another store hashes the same)."""
+    return hash_payload({k: v for k, v in plan.items() if k != "pipeline"})
+
+
+def read_plan(path: Path) -> dict[str, Any] | None:
+    """A finished plan whose exported pipeline is still there, unchanged; None otherwise."""
+    if not path.is_file():
+        return None
+    plan = read_json(path)
+    folder = Path(plan.get("pipeline", ""))
+    if not (folder / "model_index.json").is_file() or folder_sha256(folder) != plan.get("pipeline_hash"):
+        return None
+    return plan
+
+
+def selection_from_plan(plan: dict[str, Any], path: Path, generator: GeneratorOutput) -> Selection:
+    chosen = dataclasses.replace(generator, pipeline_path=Path(plan["pipeline"]), pipeline_hash=plan["pipeline_hash"],
+                                 cached=True)
+    return Selection(chosen, float(plan["guidance_scale"]), plan["strength"], plan, path, plan_hash(plan))
+
+
 def select_settings(config: DomainConfig, generator: GeneratorOutput, real: RealSample,
                     progress: bool = False) -> Selection:
     syn = config.synthesis
     assert generator.split_path is not None
     reference_out = reference_stage(config, generator.split_path, progress)
+    path = plan_path(config, generator, reference_out.key)
+    existing = read_plan(path)
+    if existing is not None:
+        return selection_from_plan(existing, path, generator)
     reference = load_reference(reference_out.directory)
     class_names = list(reference.class_names)
-    real_stats = class_statistics(real.images, real.labels, class_names)
-    store = RunStore(config.runs_root, config.name)
-    directory = store.stage_dir(SELECTION_STAGE, generator.pipeline_hash[:16])
+    context = {"real": real, "real_stats": real_class_statistics(real, len(class_names)),
+               "spacing": real_spacing(real), "reference": reference, "reference_key": reference_out.key}
+    directory = path.parent
 
     checkpoints = candidate_generators(config, generator, directory, syn.checkpoint_candidates)
     scored: list[dict[str, Any]] = []
     for step, output in checkpoints:
         for guidance in syn.guidance_candidates:
-            scored.append(score_candidate(config, output, step, guidance, None, real, real_stats, reference,
-                                          reference_out.key, directory))
-    first = choose(scored, syn.select_tolerance, prefer=lambda c: (c["guidance_scale"], -c["checkpoint_step"]))
+            scored.append(score_candidate(config, output, step, guidance, None, context, directory))
+    first, scored = choose(scored, syn.select_tolerance,
+                           prefer=lambda c: (c["guidance_scale"], -c["checkpoint_step"]))
     chosen_output = dict(checkpoints)[first["checkpoint_step"]]
     strength = None
     strength_scores: list[dict[str, Any]] = []
     if syn.mode == "real-seeded":
         for value in syn.strength_candidates:
             strength_scores.append(score_candidate(config, chosen_output, first["checkpoint_step"],
-                                                   first["guidance_scale"], value, real, real_stats, reference,
-                                                   reference_out.key, directory))
-        strength = choose(strength_scores, syn.select_tolerance, prefer=lambda c: -c["strength"])["strength"]
-    record = {"checkpoint_step": first["checkpoint_step"], "guidance_scale": first["guidance_scale"],
-              "strength": strength, "reference_cv_accuracy": reference_out.summary["cv_accuracy"],
-              "reference_key": reference_out.key, "tolerance": syn.select_tolerance,
-              "candidates": scored + strength_scores}
-    atomic_write_json(directory / f"choice-{hash_payload(record)}.json", record)
-    return Selection(chosen_output, first["guidance_scale"], strength, record)
+                                                   first["guidance_scale"], value, context, directory))
+        picked, strength_scores = choose(strength_scores, syn.select_tolerance, prefer=lambda c: -c["strength"])
+        strength = picked["strength"]
+    candidates = scored + strength_scores
+    warnings = precision_warnings(candidates, syn.select_tolerance, syn.select_per_class)
+    for message in warnings:
+        log.warning(message)
+    target = directory / f"chosen-{path.stem[5:]}"
+    export_with_defaults(chosen_output.pipeline_path, target, first["guidance_scale"], strength)
+    plan = {"schema": PLAN_SCHEMA, "checkpoint_step": first["checkpoint_step"],
+            "guidance_scale": first["guidance_scale"], "strength": strength,
+            "generator_hash": generator.pipeline_hash, "chosen_checkpoint_hash": chosen_output.pipeline_hash,
+            "pipeline": str(target), "pipeline_hash": folder_sha256(target),
+            "reference_cv_accuracy": reference_out.summary["cv_accuracy"], "reference_key": reference_out.key,
+            "tolerance": syn.select_tolerance, "diversity_weight": syn.select_diversity_weight,
+            "score": "CAS - gap + diversity_weight * novelty (pipeline.generator.select_score)",
+            "images_per_class": syn.select_per_class, "classes": len(class_names),
+            "images_per_candidate": syn.select_per_class * len(class_names),
+            "images_per_class_needed": images_needed(candidates, syn.select_tolerance),
+            "warnings": warnings, "candidates": candidates}
+    atomic_write_json(path, plan)
+    return selection_from_plan(plan, path, generator)
 
 
-def choose(candidates: list[dict[str, Any]], tolerance: float, prefer: Any) -> dict[str, Any]:
-    best = max(c["score"] for c in candidates)
-    tied = [c for c in candidates if c["score"] >= best - tolerance]
-    return sorted(tied, key=prefer)[0]
+def precision_warnings(candidates: list[dict[str, Any]], tolerance: float, per_class: int) -> list[str]:
+    """A warning when a candidate's SE is above the tolerance: the choice then rests on the SE margin."""
+    needed = images_needed(candidates, tolerance)
+    if needed is None:
+        return []
+    worst = max(c["se"] for c in candidates)
+    return [f"selection: the score's standard error (up to {worst:.3f} with {per_class} images per class and "
+            f"candidate) is above synthesis.select_tolerance = {tolerance}; candidates within their SE of the best "
+            f"are treated as ties. About {needed} images per class (synthesis.select_per_class) would bring the SE "
+            f"under the tolerance."]
+
+
+def export_with_defaults(source: Path, target: Path, guidance_scale: float, strength: float | None) -> Path:
+    """A copy of the pipeline folder ``source`` whose ``__call__`` defaults are the chosen guidance (and strength),
+    written aside and renamed into place."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    index = json.loads((tmp / "model_index.json").read_text())
+    index["guidance_scale"] = float(guidance_scale)
+    if strength is not None:
+        index["strength"] = float(strength)
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
 
 
 def candidate_generators(config: DomainConfig, generator: GeneratorOutput, directory: Path,
@@ -132,30 +227,41 @@ def export_checkpoint_ema(config: DomainConfig, checkpoint: Path, target: Path) 
 
 
 def score_candidate(config: DomainConfig, output: GeneratorOutput, step: int, guidance: float,
-                    strength: float | None, real: RealSample, real_stats: Any, reference: Any, reference_key: str,
-                    directory: Path) -> dict[str, Any]:
+                    strength: float | None, context: dict[str, Any], directory: Path) -> dict[str, Any]:
     """Generate the candidate's images and score them; cached by (generator, settings, reference)."""
     syn = config.synthesis.model_copy(update={"guidance_scale": guidance,
                                               "mode": "real-seeded" if strength is not None else "noise",
                                               **({"strength": strength} if strength is not None else {})})
+    real: RealSample = context["real"]
     key = hash_payload({"generator": output.pipeline_hash, "sampler": syn.sampler_settings(), "strength": strength,
-                        "per_class": syn.select_per_class, "seed": config.seed, "reference": reference_key,
-                        "real": hash_payload(real.sha256s), "version": 1})
+                        "per_class": syn.select_per_class, "seed": config.seed, "reference": context["reference_key"],
+                        "real": hash_payload(real.sha256s), "weight": syn.select_diversity_weight, "version": 2})
     cached = directory / f"candidate-{key}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
     pipe = load_pipeline(output.pipeline_path)
     images, labels, seeds = candidate_images(pipe, syn, config.seed, real, strength)
-    stats = class_statistics(images, torch.tensor(labels), list(pipe.config.class_names))
-    gap = intensity_gap(stats, real_stats)
-    cas = classification_accuracy_score(reference, images, labels, seeds)
     result = {"checkpoint_step": step, "guidance_scale": guidance, "strength": strength,
-              "score": round(cas["cas"] - gap["gap"], 5), "cas": round(cas["cas"], 5), "gap": round(gap["gap"], 5),
-              "cas_per_class": cas["per_class"], "confusion": cas["confusion"],
-              "gap_per_class": {k: round(v["gap"], 5) for k, v in gap["per_class"].items()},
-              "images": len(labels)}
+              **score_images(images, labels, seeds, context, syn.select_diversity_weight, config.seed)}
     atomic_write_json(cached, result)
     return result
+
+
+def score_images(images: torch.Tensor, labels: list[int], seeds: list[str | None] | None, context: dict[str, Any],
+                 weight: float, seed: int) -> dict[str, Any]:
+    """Score, SE and components of one candidate's images (``context``: real, real_stats, spacing, reference)."""
+    reference = context["reference"]
+    probs = (reference.out_of_fold_proba(images, seeds) if seeds is not None else reference.predict_proba(images))
+    predicted = np.asarray(probs).argmax(1)
+    parts = per_image_components(images, labels, predicted == np.asarray(labels), context["real"], context["spacing"])
+    k = len(reference.class_names)
+    confusion = np.zeros((k, k), dtype=int)
+    for true, pred in zip(labels, predicted):
+        confusion[true, pred] += 1
+    per_class = {name: round(float(confusion[i, i] / confusion[i].sum()), 5)
+                 for i, name in enumerate(reference.class_names) if confusion[i].sum() > 0}
+    return {**score_with_se(parts, context["real_stats"], weight, seed), "cas_per_class": per_class,
+            "confusion": confusion.tolist(), "images": len(labels)}
 
 
 def candidate_images(pipe: ClassConditionalPipeline, syn: Any, seed: int, real: RealSample,

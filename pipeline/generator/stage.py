@@ -26,7 +26,7 @@ import torch
 from pipeline.config import GENERATOR_LEGACY_VALUES, DomainConfig, hash_payload
 from pipeline.errors import DataError
 from pipeline.generator.checkpoint import folder_sha256
-from pipeline.generator.data import check_disjoint, load_training_data
+from pipeline.generator.data import check_disjoint, load_training_data, training_order
 from pipeline.generator.sampling import load_pipeline, training_data_of
 from pipeline.generator.synthesis import RealSample, synthesize
 from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
@@ -160,12 +160,39 @@ class LossLog:
         atomic_write_json(self.path, self.losses)
 
 
-def synthesis_key(config: DomainConfig, pipeline_hash: str, real_hash: str | None = None) -> str:
+def synthesis_key(config: DomainConfig, pipeline_hash: str, real_hash: str | None = None,
+                  plan_hash: str | None = None) -> str:
+    """``plan_hash``: the selection plan's content hash (synthesis.select); a different decision is a different set."""
     s = config.synthesis
     payload = {"generator_hash": pipeline_hash, **s.sampler_settings(), "seed": config.seed}
     if s.mode != "noise":
         payload.update(mode=s.mode, strength=s.strength, real=real_hash)
+    if plan_hash is not None:
+        payload["plan"] = plan_hash
     return hash_payload(payload)
+
+
+def planned_synthesis_key(config: DomainConfig, generator: GeneratorOutput) -> str:
+    """The synthesis stage's key computed without running anything (the flow's cache key).
+
+    With ``synthesis.select`` it reads the selection plan; before the plan exists it returns a key no finished
+    set has, so nothing cached can stand in for a decision not yet made.
+    """
+    real_hash = None
+    if generator.split_path is not None and config.synthesis.mode != "noise":
+        real_hash = hash_payload(list(map(str, training_order(load_split(generator.split_path))["sha256"])))
+    if not config.synthesis.select:
+        return synthesis_key(config, generator.pipeline_hash, real_hash)
+    from pipeline.generator.selection import plan_path, read_plan, selection_from_plan
+
+    if generator.split_path is None:
+        raise DataError("synthesis.select needs the generator's split (GeneratorOutput.split_path)")
+    path = plan_path(config, generator)
+    plan = read_plan(path)
+    if plan is None:
+        return hash_payload({"selection_pending": path.name})
+    selection = selection_from_plan(plan, path, generator)
+    return synthesis_key(selection.apply(config), selection.generator.pipeline_hash, real_hash, selection.plan_hash)
 
 
 def real_sample(config: DomainConfig, split_path: str | os.PathLike[str], progress: bool = False) -> RealSample:
@@ -194,7 +221,8 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
         config = selection.apply(config)
         generator = selection.generator
     key = synthesis_key(config, generator.pipeline_hash,
-                        hash_payload(real.sha256s) if real is not None and config.synthesis.mode != "noise" else None)
+                        hash_payload(real.sha256s) if real is not None and config.synthesis.mode != "noise" else None,
+                        selection.plan_hash if selection is not None else None)
     store = RunStore(config.runs_root, config.name)
     directory = store.stage_dir(SYNTHESIS_STAGE, key)
     manifest_path = directory / "manifest.parquet"
@@ -225,6 +253,7 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
                "nn_distance_median": _median(manifest["nn_distance"]),
                "seed_distance_median": _median(manifest["seed_distance"]),
                "selection": selection.record if selection is not None else None,
+               "selection_plan": str(selection.plan_path) if selection is not None else None,
                "seconds": round(time.perf_counter() - started, 2)}
     store.mark_complete(SYNTHESIS_STAGE, key, summary)
     store.latest_link(SYNTHESIS_STAGE, key)

@@ -104,14 +104,21 @@ class InceptionExtractor:
 
 
 class DomainExtractor:
-    """Penultimate-layer features of a classifier trained on the real 20% sample only."""
+    """Penultimate-layer features of a classifier trained on the real 20% sample only.
+
+    ``fold_features(images, folds)`` (the reference's, optional) embeds image ``i`` with fold model
+    ``folds[i]`` only: the quality stage uses it so no fold model embeds an image it trained on
+    (pipeline.quality.oof). Without it (an injected stand-in) ``__call__`` is all there is.
+    """
 
     name = "domain"
     label = "Fréchet distance, domain features"
 
-    def __init__(self, features: Callable[[torch.Tensor], np.ndarray | torch.Tensor], description: str = "") -> None:
+    def __init__(self, features: Callable[[torch.Tensor], np.ndarray | torch.Tensor], description: str = "",
+                 fold_features: Callable[[torch.Tensor, np.ndarray], np.ndarray] | None = None) -> None:
         self._features = features
         self.description = description
+        self.fold_features = fold_features
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         out = self._features(images)

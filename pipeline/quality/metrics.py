@@ -63,20 +63,26 @@ def _frechet_symmetric(a: torch.Tensor, b: torch.Tensor) -> float:
 @dataclass
 class KernelDistance:
     mean: float
-    std: float
-    subsets: int
+    std: float | None  # None: one distinct subset (both sets no larger than the subset size): no spread to report
+    subsets: int  # distinct subsets averaged (1 when every draw would be the same two whole sets)
     subset_size: int
 
 
 def kernel_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, subsets: int = 50,
                     subset_size: int = 1000, seed: int = 0) -> KernelDistance:
-    """KID: unbiased MMD^2 with the cubic polynomial kernel, mean and std over random subsets."""
+    """KID: unbiased MMD^2 with the cubic polynomial kernel, mean and std over random subsets.
+
+    When both sets are no larger than ``subset_size`` every "random subset" is the whole of both sets:
+    the value is computed once and ``std`` is None (a std of 0 over identical repeats is false precision).
+    """
     from torchmetrics.image.kid import poly_mmd
 
     a, b = _as_tensor(real), _as_tensor(fake)
     size = min(subset_size, len(a), len(b))
     if size < 2:
         raise ValueError("KID needs at least 2 feature vectors on each side")
+    if size >= len(a) and size >= len(b):
+        return KernelDistance(float(poly_mmd(a, b)), None, 1, size)
     generator = torch.Generator().manual_seed(seed)
     values = []
     for _ in range(subsets):

@@ -6,6 +6,7 @@ It judges synthetic images without peeking at the held-out 80%:
     ref.predict_proba(images)             # uint8 (N, C, H, W) -> (N, classes), mean over the fold models
     ref.out_of_fold_proba(images, seeds)  # each image judged by the fold model that never trained on its seed
     ref.features(images)                  # penultimate-layer features (N, D), mean over the fold models
+    ref.fold_features(images, folds)      # image i embedded by fold model folds[i] only (out of fold for real ones)
     classification_accuracy_score(ref, images, labels)   # per-class agreement + confusion matrix
 
 The classification accuracy score (CAS, Ravuri & Vinyals 2019; Azizi et al. 2023 use it to pick
@@ -72,9 +73,7 @@ def reference_stage(config: DomainConfig, split_path: str | os.PathLike[str], pr
     class_names = list(config.data.class_names) or sorted(split.table["label"].astype(str).unique())
     train = canonical_order(split.train.reset_index(drop=True))
     settings = reference_settings(config)
-    key = hash_payload({"train": sorted(zip(train["sha256"].astype(str), train["label"].astype(str))),
-                        "settings": settings, "class_names": class_names, "mode": config.data.mode,
-                        "seed": config.seed, "version": 1})
+    key = reference_key(config, split)
     store = RunStore(config.runs_root, config.name)
     directory = store.stage_dir(REFERENCE_STAGE, key)
     if store.is_complete(REFERENCE_STAGE, key):
@@ -100,6 +99,15 @@ def reference_stage(config: DomainConfig, split_path: str | os.PathLike[str], pr
     atomic_write_json(directory / "summary.json", summary)
     store.mark_complete(REFERENCE_STAGE, key, summary)
     return ReferenceOutput(key, directory, summary)
+
+
+def reference_key(config: DomainConfig, split: Any) -> str:
+    """The reference stage's key, computed without training (selection plans and synthesis keys include it)."""
+    class_names = list(config.data.class_names) or sorted(split.table["label"].astype(str).unique())
+    train = split.train
+    return hash_payload({"train": sorted(zip(train["sha256"].astype(str), train["label"].astype(str))),
+                         "settings": reference_settings(config), "class_names": class_names,
+                         "mode": config.data.mode, "seed": config.seed, "version": 1})
 
 
 def _fit_fold(config: DomainConfig, settings: dict[str, Any], images: torch.Tensor, labels: torch.Tensor,
@@ -210,22 +218,51 @@ class ReferenceClassifier:
         pick = [self._fold_of.get(s) if s is not None else None for s in seed_sha256s]
         return np.stack([probs[k, i] if k is not None else probs[:, i].mean(0) for i, k in enumerate(pick)])
 
+    def fold_of(self, sha256s: list[str | None]) -> list[int | None]:
+        """The fold whose validation part holds each image (the one fold model that never trained on it)."""
+        return [self._fold_of.get(s) if s is not None else None for s in sha256s]
+
     @torch.no_grad()
+    def _embed(self, model: nn.Module, images: torch.Tensor, chunk: int = 256) -> np.ndarray:
+        model.eval()
+        head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        captured: list[torch.Tensor] = []
+        hook = head.register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach().flatten(1)))
+        try:
+            for k in range(0, len(images), chunk):
+                model(self.prepare(images[k:k + chunk]))
+        finally:
+            hook.remove()
+        return torch.cat(captured).float().numpy()
+
     def features(self, images: torch.Tensor, chunk: int = 256) -> np.ndarray:
-        """(N, D) penultimate-layer features (the input of the last linear layer), mean over the fold models."""
-        out = []
-        for model in self.models:
-            model.eval()
-            head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-            captured: list[torch.Tensor] = []
-            hook = head.register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach().flatten(1)))
-            try:
-                for k in range(0, len(images), chunk):
-                    model(self.prepare(images[k:k + chunk]))
-            finally:
-                hook.remove()
-            out.append(torch.cat(captured).float().numpy())
-        return np.mean(out, axis=0)
+        """(N, D) penultimate-layer features (the input of the last linear layer), mean over the fold models.
+
+        In-sample for the real training images (every image is in the training part of k - 1 folds): the
+        quality stage uses ``fold_features`` instead, which embeds each image with one assigned fold model.
+        """
+        return np.mean([self._embed(model, images, chunk) for model in self.models], axis=0)
+
+    def fold_features(self, images: torch.Tensor, folds: list[int] | np.ndarray, chunk: int = 256) -> np.ndarray:
+        """(N, D) features, image ``i`` embedded by fold model ``folds[i]`` only (no other model sees it).
+
+        For a real training image ``folds[i]`` is its own validation fold (``fold_of``): out of fold.
+        """
+        folds = np.asarray(folds, dtype=int)
+        if len(folds) != len(images):
+            raise ValueError(f"{len(folds)} fold assignments for {len(images)} images")
+        if len(folds) and (folds.min() < 0 or folds.max() >= len(self.models)):
+            raise ValueError(f"fold assignments must lie in 0..{len(self.models) - 1}")
+        out: np.ndarray | None = None
+        for k, model in enumerate(self.models):
+            rows = np.flatnonzero(folds == k)
+            if len(rows) == 0:
+                continue
+            part = self._embed(model, images[torch.from_numpy(rows)], chunk)
+            if out is None:
+                out = np.zeros((len(images), part.shape[1]), dtype=np.float32)
+            out[rows] = part
+        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
 def load_reference(directory: str | os.PathLike[str]) -> ReferenceClassifier:

@@ -20,7 +20,7 @@ Outputs (the report reads ``quality.json``; tables also as CSV beside the parque
     extractor      domain | inception | pixels (ms_ssim is computed on pixels)
     class          a class name or "all" (classes pooled)
     synthetic      value for the synthetic set: against real half A (ms_ssim: within the synthetic set)
-    synthetic_std  KID only: std over subsets
+    synthetic_std  KID only: std over subsets (None/NaN when both sides fit in one subset: no spread exists)
     reference      value for real half B against real half A (ms_ssim: within the real sample): what
                    "good" looks like in this domain
     reference_std  KID only
@@ -31,6 +31,11 @@ Outputs (the report reads ``quality.json``; tables also as CSV beside the parque
 ``per_image.parquet``, one row per synthetic image: path, relpath, label, sha256, pixel_distance,
 pixel_neighbour (relpath of the nearest training image), feature_distance, feature_neighbour,
 memorised (bool), predicted, confidence, agrees (bool), confidently_wrong (bool).
+
+``embedding.parquet``, one row per image (side real | synthetic, sha256, label, fold): the fold model whose
+penultimate layer embedded it (-1: the mean over the folds, only with an injected stand-in reference). Real
+images are embedded out of fold, synthetic ones by a fold model assigned in the same proportions
+(pipeline.quality.oof); the real halves are group-aware (no patient or near-duplicate group on both sides).
 
 ``pairs/pair-NN.png``: the closest (synthetic | training) pairs, side by side, for the report.
 
@@ -74,11 +79,13 @@ from pipeline.quality.features import DomainExtractor, ExtractorUnavailable, Inc
 from pipeline.quality.labels import label_consistency
 from pipeline.quality.memorisation import check_space, flagged_per_class
 from pipeline.quality.metrics import frechet_distance, kernel_distance, ms_ssim_diversity, precision_recall
+from pipeline.quality.oof import MEAN_OF_FOLDS, embedding_table, fold_assignment, real_halves, seed_sha256s
 from pipeline.split import Split
 from pipeline.store import RunStore, atomic_write_json, atomic_write_table, read_json, read_table
 
 STAGE = "quality"
 SCHEMA = 1
+KEY_VERSION = 2  # 2: out-of-fold domain features and label agreement, group-aware real halves, KID without fake spread
 LABELS = {"kid": "KID (unbiased polynomial-kernel MMD^2)", "precision": "improved precision (k-NN)",
           "recall": "improved recall (k-NN)", "ms_ssim": "MS-SSIM within class (lower = more diverse)"}
 
@@ -103,27 +110,6 @@ def assert_training_only(sha256s: list[str], split: Split) -> None:
                            f"only read the split's training side")
 
 
-def real_halves(train: pd.DataFrame, seed: int) -> np.ndarray:
-    """Half A (True) / half B (False) of the real sample, per class, near-duplicate groups kept whole."""
-    rng = np.random.default_rng(seed)
-    in_a = np.zeros(len(train), dtype=bool)
-    groups = train["dup_group"] if "dup_group" in train else pd.Series([None] * len(train), index=train.index)
-    for label in sorted(train["label"].astype(str).unique()):
-        rows = np.flatnonzero(train["label"].astype(str).to_numpy() == label)
-        units: dict[str, list[int]] = {}
-        for i in rows:
-            g = groups.iloc[i]
-            units.setdefault(str(g) if g is not None and not pd.isna(g) else f"row:{i}", []).append(int(i))
-        names = sorted(units)
-        taken = 0
-        for k in rng.permutation(len(names)):
-            if taken >= len(rows) / 2:
-                break
-            in_a[units[names[k]]] = True
-            taken += len(units[names[k]])
-    return in_a
-
-
 def build_extractors(config: DomainConfig, reference: Any | None) -> tuple[list[Any], dict[str, dict[str, Any]]]:
     """The configured extractors that can run here, and a note for every configured one."""
     q = config.quality
@@ -135,7 +121,9 @@ def build_extractors(config: DomainConfig, reference: Any | None) -> tuple[list[
                               "note": "domain features skipped: no reference classifier (pipeline.quality.reference)"}
                 continue
             extractor = DomainExtractor(reference.features, "penultimate layer of the reference classifier "
-                                        "trained on the real 20% sample only")
+                                        "trained on the real 20% sample only; each real image embedded by the "
+                                        "fold model that never trained on it",
+                                        fold_features=getattr(reference, "fold_features", None))
             usable.append(extractor)
             info[name] = {"available": True, "label": extractor.label, "note": extractor.description}
         elif name == "inception":
@@ -226,7 +214,7 @@ def quality_key(config: DomainConfig, split: Split, synthetic: pd.DataFrame, ref
                                                                                    synthetic["label"].astype(str))),
                          "quality": settings, "image_size": config.generator.image_size, "mode": config.data.mode,
                          "seed": config.seed, "reference": reference_key,
-                         "extractors": {k: v["available"] for k, v in extractor_info.items()}, "version": SCHEMA})
+                         "extractors": {k: v["available"] for k, v in extractor_info.items()}, "version": [SCHEMA, KEY_VERSION]})
 
 
 def quality_stage(config: DomainConfig, split_path: str | os.PathLike[str],
@@ -290,10 +278,25 @@ def _measure(config: DomainConfig, split: Split, synthetic: pd.DataFrame, class_
     labels_s = synthetic["label"].astype(str).to_numpy()
     in_a = real_halves(train, config.seed)
 
+    seeds = seed_sha256s(synthetic)
+    folds_r, folds_s = fold_assignment(reference, train_sha, labels_r, labels_s, seeds)
+    embedded = pd.concat([embedding_table("real", train_sha, labels_r, folds_r if folds_r is not None
+                                          else np.full(len(train), MEAN_OF_FOLDS)),
+                          embedding_table("synthetic", synthetic["sha256"].astype(str).tolist(), labels_s,
+                                          folds_s if folds_s is not None else np.full(len(synthetic), MEAN_OF_FOLDS))])
+    atomic_write_table(directory / "embedding.parquet", embedded.reset_index(drop=True))
+    if folds_r is None:
+        notes.append("domain features: the mean over the reference's models for every image (no fold information: "
+                     "real training images are embedded in sample)")
+
     metric_rows: list[dict[str, Any]] = []
     features: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for extractor in extractors:
-        real_f, fake_f = extractor(real), extractor(fake)
+        by_fold = getattr(extractor, "fold_features", None)
+        if by_fold is not None and folds_r is not None:
+            real_f, fake_f = np.asarray(by_fold(real, folds_r)), np.asarray(by_fold(fake, folds_s))
+        else:
+            real_f, fake_f = extractor(real), extractor(fake)
         features[extractor.name] = (real_f, fake_f)
         metric_rows += fidelity_rows(extractor, real_f[in_a], real_f[~in_a], fake_f, labels_r[in_a], labels_r[~in_a],
                                      labels_s, class_names, config)
@@ -325,7 +328,10 @@ def _measure(config: DomainConfig, split: Split, synthetic: pd.DataFrame, class_
 
     consistency = None
     if reference is not None:
-        probabilities = np.asarray(reference.predict_proba(fake))
+        # real-seeded images by the fold model that never trained on their seed; the others by the fold mean
+        probabilities = np.asarray(reference.out_of_fold_proba(fake, seeds)
+                                   if seeds is not None and hasattr(reference, "out_of_fold_proba")
+                                   else reference.predict_proba(fake))
         requested = np.array([class_names.index(v) for v in labels_s])
         consistency = label_consistency(probabilities, requested, class_names)
         per_image["predicted"] = [class_names[i] for i in consistency.predicted]
