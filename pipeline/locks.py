@@ -46,6 +46,9 @@ def notice(message: str) -> None:
 @contextlib.contextmanager
 def hold(target: str | os.PathLike[str], what: str) -> Iterator[None]:
     """Hold ``target``'s lock; when another process holds it, say so once and wait for it."""
+    if os.environ.get("RANK", "0") != "0":  # accelerate/torchrun: rank 0 holds the lock for the whole group
+        yield
+        return
     path = lock_file_of(target)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

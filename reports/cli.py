@@ -17,6 +17,9 @@ def register(sub: Any, parents: Any) -> None:
     report.add_argument("--domain", required=True, help="domain name or YAML config path (finds runs/<domain>/)")
     report.add_argument("--run", default=None, metavar="RUN_DIR",
                         help="a run folder (runs/<domain>/history/<time>); default: the newest one")
+    report.add_argument("--out", default=None, metavar="DIR",
+                        help="write report.html into DIR instead of the run folder (e.g. a read-only or "
+                             "copied run store)")
     report.set_defaults(func=run)
 
 
@@ -30,6 +33,17 @@ def run(args: argparse.Namespace) -> int:
         where = run_dir if run_dir else Path(config.runs_root) / config.name / "history"
         raise DataError(f"no finished run to report on: {where} has no run.json; run `synth-augment run --domain "
                         f"{config.name}` first (or pass --runs-root / --run)")
-    report = report_stage(config, run_dir)
-    print(f"report: {report.path} ({report.size_bytes:,} bytes)")
+    if args.out is None:
+        report = report_stage(config, run_dir)
+        print(f"report: {report.path} ({report.size_bytes:,} bytes)")
+        return 0
+    from pipeline.store import atomic_write_text
+    from reports.html import render_report
+
+    target = Path(args.out) / "report.html"
+    try:
+        path = atomic_write_text(target, render_report(run_dir, config))
+    except OSError as exc:
+        raise DataError(f"cannot write {target}: {exc.strerror or exc}; pass --out to a writable folder") from None
+    print(f"report: {path} ({path.stat().st_size:,} bytes)")
     return 0
