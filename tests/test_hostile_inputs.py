@@ -376,3 +376,35 @@ def test_store_files_honour_the_umask(tmp_path: Path, umask: int, mode: int) -> 
         os.umask(old)
     assert path.stat().st_mode & 0o777 == mode
     assert (tmp_path / "folder").stat().st_mode & 0o777 == mode | ((mode & 0o444) >> 2)
+
+
+def test_a_copied_store_never_reads_the_original_s_synthetic_images(tmp_path: Path,
+                                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    from pipeline.generator.stage import _current_layout
+    from pipeline.generator.synthesis import image_relpath
+    from pipeline.store import atomic_write_table
+
+    original = tmp_path / "original" / "synthesis" / "k"
+    rel = [image_relpath(0, "正常", 0), image_relpath(1, "肿瘤", 0)]
+    table = pd.DataFrame({"path": [str((original / r).resolve()) for r in rel], "relpath": rel,
+                          "label": ["正常", "肿瘤"], "class_index": [0, 1], "index": [0, 0], "sha256": ["a", "b"]})
+    atomic_write_table(original / "manifest.parquet", table)
+    assert _current_layout(original / "manifest.parquet")
+    copy = Path(shutil.copytree(tmp_path / "original", tmp_path / "copy")) / "synthesis" / "k"
+    capfd.readouterr()
+    assert not _current_layout(copy / "manifest.parquet")  # b64a618: reused, reading original/'s PNGs
+    assert capfd.readouterr().err.strip() == (f"synth-augment: {copy / 'manifest.parquet'} lists images of another "
+                                              f"store folder (copied or moved); re-listing this one's")
+
+
+def test_report_refuses_to_render_beside_an_edited_results_table(tmp_path: Path, phantom_dir: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "r"
+    assert main(["run", "--domain", "demo", "--data", str(phantom_dir), "--runs-root", str(root), "--quiet",
+                 "--until", "split"]) == 0
+    (table,) = (root / "demo" / "split").glob("*/split.csv")
+    table.write_text(table.read_text().replace(",test", ",tset"))  # a hand edit of the published CSV, same size
+    status, line = _cli(["report", "--domain", "demo", "--runs-root", str(root)], capsys)
+    assert status == 2 and line == (f"synth-augment: error: {table} is edited since the stage finished (sha256 "
+                                    f"differs); the report would disagree with it: re-run `synth-augment run` (it "
+                                    f"recomputes the split stage) or delete {table.parent}")

@@ -265,11 +265,15 @@ def _current_layout(manifest_path: Path) -> bool:
     manifest = read_table(manifest_path)
     expected = [image_relpath(int(c), str(label), int(i))
                 for c, label, i in zip(manifest["class_index"], manifest["label"], manifest["index"])]
-    if list(manifest["relpath"]) == expected:
-        check_labels_distinct(manifest, manifest_path)
-        return True
-    notice(f"{manifest_path} uses the old class folder names; re-synthesising into per-class folders")
-    return False
+    if list(manifest["relpath"]) != expected:
+        notice(f"{manifest_path} uses the old class folder names; re-synthesising into per-class folders")
+        return False
+    here = [str((manifest_path.parent / rel).resolve()) for rel in manifest["relpath"]]
+    if list(manifest["path"].astype(str)) != here:  # a copied or moved store: never read the original's images
+        notice(f"{manifest_path} lists images of another store folder (copied or moved); re-listing this one's")
+        return False
+    check_labels_distinct(manifest, manifest_path)
+    return True
 
 
 def _median(values: Any) -> float | None:
