@@ -25,7 +25,6 @@ preprocessing; ``synth_augment`` says where the model came from. AlexNet and Goo
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from classifiers import zoo
 from classifiers.data import arm_file_name
 from classifiers.early_stopping import Monitor, selection_key
 from classifiers.train import FitResult
+from pipeline.store import atomic_folder
 
 SELECTION = {"val_loss": "lowest validation loss among the arm's (architecture, fold) fits",
              "val_accuracy": "highest validation accuracy (then lowest loss) among the arm's (architecture, fold) fits"}
@@ -71,14 +71,11 @@ def export_fit(result: FitResult, folder: Path, select_on: Monitor = "val_loss")
     provenance = {"arm": m["arm"], "architecture": m["architecture"], "fold": m["fold"], "fit_key": result.key,
                   "val_loss": m["val_loss"], "val_accuracy": m["val_accuracy"], "best_step": m["best_step"],
                   "pretrained_source": m["pretrained_source"], "selected_by": f"{SELECTION[select_on]}; held-out results not used"}
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_for_hf(model, str(tmp), safe_serialization=True,
-                model_config={"label_names": list(saved["class_names"]), "synth_augment": provenance},
-                data_config={"input_size": (channels, size, size), "mean": tuple(saved["mean"]),
-                             "std": tuple(saved["std"]), "crop_pct": 1.0})
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.replace(folder)
+    with atomic_folder(folder) as tmp:  # written aside, swapped in (pipeline.store): never a missing folder
+        save_for_hf(model, str(tmp), safe_serialization=True,
+                    model_config={"label_names": list(saved["class_names"]), "synth_augment": provenance},
+                    data_config={"input_size": (channels, size, size), "mean": tuple(saved["mean"]),
+                                 "std": tuple(saved["std"]), "crop_pct": 1.0})
     return folder
 
 

@@ -43,8 +43,9 @@ from pydantic import Field
 
 from pipeline.config import DomainConfig, hash_payload, load_domain_config
 from pipeline.errors import ConfigError
-from pipeline.run import (ALL_STAGES, STAGES, Stage, code_version, device_description, stages_until, start_run,
-                          synthetic_manifest)
+from pipeline.preflight import check_before_training
+from pipeline.run import (ALL_STAGES, STAGES, Stage, code_version, device_description, stage_wide_lock, stages_until,
+                          start_run, synthetic_manifest)
 from pipeline.store import COMPLETE_MARKER, RunStore
 
 FLOW_NAME = "synth-augment"
@@ -166,7 +167,8 @@ def _run_stage(stage_name: str, config: DomainConfig, done: dict[str, Any], prog
             if generator_processes > 1:
                 launch_generator_training(config, done.get("data"), generator_processes)
             return stage.run(config, done, progress)  # after a launch: finds the finished key, loads it
-    return stage.run(config, done, progress)
+    with stage_wide_lock(config, stage):
+        return stage.run(config, done, progress)
 
 
 def launch_generator_training(config: DomainConfig, data: str | None, processes: int) -> None:
@@ -236,9 +238,10 @@ def plan_fits_task(config: DomainConfig, done: dict[str, Any], progress: bool = 
 @task(name="fit", tags={"gpu"}, cache_policy=FitCache(), persist_result=True)
 def fit_task(spec: Any) -> Any:
     """One (arm, architecture, fold): no retries (a retry would restart training from scratch)."""
-    from classifiers.train import run_fit
+    from classifiers.train import FIT_STAGE, run_fit
 
-    return run_fit(spec, progress=False)
+    with RunStore(spec.runs_root, spec.domain).lock(FIT_STAGE, spec.key):  # two flows never train one fit twice
+        return run_fit(spec, progress=False)
 
 
 @task(name="assemble-results", retries=2, retry_delay_seconds=5, persist_result=False, cache_policy=NO_CACHE)
@@ -370,6 +373,7 @@ def synth_augment(domain: str = "demo", data: str | None = None, profile: Litera
     """
     logger = get_run_logger()
     config = resolve_config(domain, profile, budget, overrides, runs_root)
+    check_before_training(config, [stage.name for stage in stages_until(until)])
     if data is None and config.data.path is None and config.name in DEMO_DOMAINS:
         data = demo_data_path(config, progress)
     record = start_run(config)

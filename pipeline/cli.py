@@ -115,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     except SynthAugmentError as exc:
         print(f"synth-augment: error: {exc}", file=sys.stderr)
         return 2
+    except PermissionError as exc:  # a read-only runs root or output folder: name it, no traceback
+        where = exc.filename or "a file"
+        print(f"synth-augment: error: {where}: {exc.strerror or 'permission denied'}; pass --runs-root (or --out) "
+              f"to a writable folder", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("synth-augment: interrupted; completed stages are kept and the next run resumes", file=sys.stderr)
         return 130

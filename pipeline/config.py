@@ -34,10 +34,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.errors import ConfigError, DataError
+from pipeline import yaml_bounded
+from pipeline.errors import ConfigError, DataError, short
 
 ChannelMode = Literal["L", "RGB"]
 Profile = Literal["cpu", "gpu"]
@@ -58,7 +58,7 @@ class FieldProblem(ValueError):
     """Raised by a model-level check about one field: the message names ``field`` under the model's key."""
 
     def __init__(self, field: str, value: Any, expected: str) -> None:
-        super().__init__(f"{field} = {value!r} is invalid; expected {expected}")
+        super().__init__(f"{field} = {short(value)} is invalid; expected {expected}")
         self.field, self.value, self.expected = field, value, expected
 
 
@@ -467,7 +467,7 @@ class DomainConfig(Section):
     name: str  # the domain: names the run store folder
     profile: Profile = "cpu"  # the machine profile layered in
     budget: str | None = None  # the budget layered in, if any (recorded with the run)
-    seed: int = 20240501  # one seed for the split, training and sampling
+    seed: int = Field(20240501, ge=0, lt=2**32)  # one seed for the split, training and sampling (numpy's range)
     runs_root: str = "runs"  # the run store root
     description: str = ""
     data: DataConfig = Field(default_factory=DataConfig)
@@ -582,35 +582,13 @@ def load_domain_config(domain: str | Path, profile: str | None = None, overrides
     return from_dict(DomainConfig, merged, source=str(domain_path))
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 scalars: only true/false are booleans (``no`` stays the string
-    'no', as mixed_precision needs), and ``1e-4`` is a float rather than the string '1e-4'."""
-
-
-_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-_Loader.add_implicit_resolver(
-    _FLOAT,
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                |\.[0-9_]+(?:[eE][-+][0-9]+)?
-                |[-+]?\.(?:inf|Inf|INF)
-                |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
-def load_yaml_text(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+def load_yaml_text(text: str, source: str = "YAML") -> Any:
+    """Bounded YAML (size, depth, alias expansion): pipeline.yaml_bounded."""
+    return yaml_bounded.load_yaml_text(text, source)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        doc = load_yaml_text(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    doc = yaml_bounded.read_yaml_file(path)
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -632,17 +610,14 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def parse_override(text: str) -> dict[str, Any]:
     """Turn ``split.cv_folds=3`` into ``{"split": {"cv_folds": 3}}`` (value parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE, for example split.cv_folds=3")
+        raise ConfigError(f"override {short(text)}: expected KEY=VALUE, for example split.cv_folds=3")
     key, raw = text.split("=", 1)
-    try:
-        value = load_yaml_text(raw)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML: {exc}") from None
+    value = load_yaml_text(raw, f"override {short(key)}")
     out: dict[str, Any] = {}
     node = out
     parts = key.strip().split(".")
     if not all(parts):
-        raise ConfigError(f"override {text!r}: expected a dotted key such as split.cv_folds")
+        raise ConfigError(f"override {short(text)}: expected a dotted key such as split.cv_folds")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
@@ -689,23 +664,23 @@ def _error_message(error: Any, cls: type[BaseModel]) -> str:
     if kind == "missing":
         return f"missing required key {key}"
     if rest == "[key]":
-        return f"{key}: key {value!r} is not allowed; allowed keys: {_allowed(_dict_key_type(annotation))}"
+        return f"{key}: key {short(value)} is not allowed; allowed keys: {_allowed(_dict_key_type(annotation))}"
     if rest is not None:  # a union: report against the whole field
-        return f"{key} = {value!r} is not allowed; allowed values: {_allowed(annotation)}"
+        return f"{key} = {short(value)} is not allowed; allowed values: {_allowed(annotation)}"
     if kind == "literal_error":
-        return f"{key} = {value!r} is not allowed; allowed values: {_allowed(annotation)}"
+        return f"{key} = {short(value)} is not allowed; allowed values: {_allowed(annotation)}"
     if kind in _TYPE_WORDS:
-        return f"{key} must be {_TYPE_WORDS[kind]}, got {value!r}"
+        return f"{key} must be {_TYPE_WORDS[kind]}, got {short(value)}"
     if kind == "value_error":
         problem = error.get("ctx", {}).get("error")
         if isinstance(problem, FieldProblem):
             key = f"{key}.{problem.field}" if key else problem.field
-            return f"{key} = {problem.value!r} is invalid; expected {problem.expected}"
-        return f"{key} = {value!r} is invalid; expected {problem}"
+            return f"{key} = {short(problem.value)} is invalid; expected {problem.expected}"
+        return f"{key} = {short(value)} is invalid; expected {problem}"
     if owner is not None and field is not None and kind in {"greater_than", "greater_than_equal", "less_than",
                                                             "less_than_equal", "multiple_of"}:
-        return f"{key} = {value!r} is invalid; expected {_range_words(owner, field)}"
-    return f"{key} = {value!r} is invalid: {error['msg']}"
+        return f"{key} = {short(value)} is invalid; expected {_range_words(owner, field)}"
+    return f"{key} = {short(value)} is invalid: {error['msg']}"
 
 
 def _walk(cls: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, Any, str | None, Any, str | None]:

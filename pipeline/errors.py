@@ -26,3 +26,17 @@ class LeakageError(SynthAugmentError):
 
 class QualityGateError(SynthAugmentError):
     """The synthetic set failed a configured quality threshold (quality.gate, action: stop)."""
+
+
+class TrainingError(SynthAugmentError):
+    """Training cannot produce a usable model (a diverging loss); nothing downstream may use it."""
+
+
+class IntegrityError(SynthAugmentError):
+    """A file changed after it was recorded (an image after ingest): results would silently be wrong."""
+
+
+def short(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message never echoes a huge value back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -3,7 +3,9 @@
 Both the generator and the classifiers train for many epochs over the same few thousand
 images; decoding JPEGs every epoch would make the data loader the bottleneck on a 2-core
 machine. The cache is keyed by the images' content hashes, the channel mode and the size, so
-any stage asking for the same images at the same size shares one file.
+any stage asking for the same images at the same size shares one file; every call first proves
+that the files still hold those contents (``pipeline.integrity``), so the cache can never serve
+pixels of content that is no longer there, nor store another content's pixels under a hash.
 
 Non-square images are padded to a square (with the mean of their border, so the pad looks like
 background) before resizing: a centre crop would cut the lung fields of wide CT slices.
@@ -21,6 +23,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config import hash_payload
 from pipeline.imageio import read_image
+from pipeline.integrity import verify_files
 from pipeline.store import atomic_save_with
 
 
@@ -67,6 +70,7 @@ def load_image_tensors(paths: Sequence[str], sha256s: Sequence[str], mode: str, 
     """All images as one uint8 tensor (N, C, size, size), read from / written to ``cache_dir`` when given."""
     if len(paths) != len(sha256s):
         raise ValueError(f"paths ({len(paths)}) and sha256s ({len(sha256s)}) differ in length")
+    verify_files(paths, sha256s)  # the cache is keyed by recorded content: the files must still hold it
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"images-{cache_key(sha256s, mode, size)}.pt"

@@ -68,6 +68,7 @@ def _read_raster(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
                 if width * height > max_pixels:
                     raise ImageReadError("too-large", f"{width}x{height} pixels exceeds the decompression-bomb "
                                                       f"guard data.max_pixels={max_pixels}")
+                check_decode_memory(width, height, len(image.getbands()), image.mode, max_pixels)
                 if getattr(image, "n_frames", 1) > 1:
                     image.seek(0)
                 image.load()
@@ -82,6 +83,23 @@ def _read_raster(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
         text = str(exc)
         reason = "truncated" if "truncat" in text.lower() else "corrupt"
         raise ImageReadError(reason, f"cannot decode image data: {text}") from None
+
+
+WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})  # decoded through a float64 working copy
+BYTES_PER_GUARD_PIXEL = 3  # data.max_pixels 8-bit RGB pixels: the memory the guard has always allowed
+
+
+def check_decode_memory(width: int, height: int, bands: int, mode: str, max_pixels: int) -> None:
+    """Quarantine an image whose decode needs more memory than ``max_pixels`` 8-bit RGB pixels would,
+    counting bytes per pixel: a 16-bit 8000x8000 PNG of 128 KB passes a pixel count yet needs GBs as
+    float64 (its header alone says so: nothing is decoded here)."""
+    per_sample = 8 if mode in WIDE_MODES or mode.startswith("DICOM") else 1
+    need = width * height * bands * per_sample
+    allowed = max_pixels * BYTES_PER_GUARD_PIXEL
+    if need > allowed:
+        raise ImageReadError("too-large", f"{width}x{height} {mode} needs ~{need / 1e6:,.0f} MB to decode "
+                                          f"({bands * per_sample} bytes per pixel), over the "
+                                          f"{allowed / 1e6:,.0f} MB that data.max_pixels={max_pixels} allows")
 
 
 def _pil_to_array(image: Image.Image) -> np.ndarray:
@@ -105,6 +123,8 @@ def _read_dicom(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
         rows, cols = int(dataset.Rows), int(dataset.Columns)
         if rows * cols > max_pixels:
             raise ImageReadError("too-large", f"{cols}x{rows} pixels exceeds data.max_pixels={max_pixels}")
+        samples = int(getattr(dataset, "SamplesPerPixel", 1) or 1)
+        check_decode_memory(cols, rows, samples, "DICOM", max_pixels)
         frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
         if frames > 1:
             raise ImageReadError("unsupported", f"multi-frame DICOM ({frames} frames); export single slices")

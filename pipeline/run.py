@@ -15,7 +15,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from pipeline.config import DomainConfig
+from pipeline.preflight import check_before_training
 from pipeline.stages import ingest_stage, split_stage
 from pipeline.store import atomic_write_json, atomic_write_text
 
@@ -107,6 +108,7 @@ class Stage:
     tags: tuple[str, ...] = ()
     fan_out: bool = False
     when: Callable[[DomainConfig], bool] = lambda config: True  # False: the stage is skipped for this config
+    locks_itself: bool = False  # True: the stage holds its own (stage, key) lock (pipeline.locks)
 
 
 def _ingest(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
@@ -215,16 +217,16 @@ def _report_info(out: Any) -> dict[str, Any]:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("ingest", _ingest, _ingest_info),
-    Stage("split", _split, _split_info),
+    Stage("ingest", _ingest, _ingest_info, locks_itself=True),
+    Stage("split", _split, _split_info, locks_itself=True),
     Stage("generator", _generator, _generator_info, cache_key=_generator_key, tags=("gpu",),
-          reads=("seed", "data", "split", "generator")),
+          reads=("seed", "data", "split", "generator"), locks_itself=True),
     Stage("synthesis", _synthesis, _synthesis_info, cache_key=_synthesis_key, retries=2, tags=("gpu",),
-          reads=("seed", "data", "split", "generator", "synthesis")),
+          reads=("seed", "data", "split", "generator", "synthesis"), locks_itself=True),
     Stage("quality", _quality, _quality_info, tags=("gpu",), when=lambda config: config.quality.enabled),
     Stage("classifiers", _classifiers, _classifiers_info, tags=("gpu",), fan_out=True),
     Stage("explain", _explain, _explain_info, tags=("gpu",)),
-    Stage("report", _report, _report_info),
+    Stage("report", _report, _report_info, locks_itself=True),  # writes only into this run's own folder
 )
 ALL_STAGES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
 
@@ -260,6 +262,7 @@ def run_domain(config: DomainConfig, data_path: str | os.PathLike[str] | None = 
                until: str = ALL_STAGES[-1]) -> RunRecord:
     """Run the stages in order up to and including ``until``; returns the run record."""
     stages = stages_until(until)
+    check_before_training(config, [stage.name for stage in stages])
     record = start_run(config)
     record.meta["device"] = device_description()
     record.meta["code_version"] = code_version()
@@ -268,10 +271,20 @@ def run_domain(config: DomainConfig, data_path: str | os.PathLike[str] | None = 
     for stage in stages:
         if not stage.when(config):
             continue
-        with _timed() as elapsed:
+        with _timed() as elapsed, stage_wide_lock(config, stage):
             done[stage.name] = stage.run(config, done, progress)
         record.add(stage.name, elapsed[0], **stage.info(done[stage.name]))
     return record
+
+
+def stage_wide_lock(config: DomainConfig, stage: Stage) -> AbstractContextManager[None]:
+    """Stages that lock their own (stage, key) need nothing here; the others (quality, classifiers,
+    explain) are serialised per domain, so a second run waits and then reuses what the first stored."""
+    if stage.locks_itself:
+        return nullcontext()
+    from pipeline.store import RunStore
+
+    return RunStore(config.runs_root, config.name).lock(stage.name, "_stage")
 
 
 def _jsonable(value: Any) -> Any:

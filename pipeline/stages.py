@@ -8,8 +8,10 @@ Prefect tasks wrap these functions one to one; the CLI and the benchmarks call t
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -19,7 +21,7 @@ from pipeline.ingest import discover
 from pipeline.quality.near_duplicates import group_listing, group_notes
 from pipeline.split import TEST, TRAIN, Split, make_split, split_key, verify_split
 from pipeline.store import RunStore, atomic_write_json, atomic_write_table, atomic_write_text, read_json, read_table
-from pipeline.validate import ValidationResult, check_protocol_feasible, validate
+from pipeline.validate import ValidationResult, check_protocol_feasible, sha256_file, validate
 
 
 @dataclass
@@ -60,6 +62,11 @@ def ingest_stage(config: DomainConfig, data_path: str | os.PathLike[str] | None,
     key = hash_payload({"files": fingerprint, "data": {**config.to_dict()["data"], "path": None},
                         "root": str(discovery.root)})
     store = RunStore(config.runs_root, config.name)
+    with store.lock("ingest", key):
+        return _ingest_or_reuse(config, discovery, key, store, progress)
+
+
+def _ingest_or_reuse(config: DomainConfig, discovery: Any, key: str, store: RunStore, progress: bool) -> IngestOutput:
     directory = store.stage_dir("ingest", key)
     outputs = (directory / "manifest.parquet", directory / "quarantine.parquet")
     if store.is_complete("ingest", key):
@@ -86,6 +93,11 @@ def split_stage(config: DomainConfig, manifest_path: str | os.PathLike[str]) -> 
     manifest = read_table(manifest_path)
     key = split_key(manifest, config.split, config.seed)
     store = RunStore(config.runs_root, config.name)
+    with store.lock("split", key):
+        return _split_or_reuse(config, manifest, key, store)
+
+
+def _split_or_reuse(config: DomainConfig, manifest: pd.DataFrame, key: str, store: RunStore) -> SplitOutput:
     directory = store.stage_dir("split", key)
     split_path = directory / "split.parquet"
     if store.is_complete("split", key):
@@ -112,17 +124,25 @@ def load_split(split_path: str | os.PathLike[str]) -> Split:
                  train_fraction=meta["train_fraction"], grouped=meta["grouped"])
 
 
-def _listing_fingerprint(candidates: pd.DataFrame) -> list[tuple[str, str, str, int, int]]:
-    """Cheap change detector: (path, label, patient, size, mtime) per file, no reading."""
-    rows = []
-    for path, label, patient in zip(candidates["path"], candidates["label"], candidates["patient_id"]):
-        try:
-            stat = os.stat(path)
-            size, mtime = stat.st_size, stat.st_mtime_ns
-        except OSError:
-            size, mtime = -1, -1
-        rows.append((path, label, "" if patient is None else str(patient), size, mtime))
+def _listing_fingerprint(candidates: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """(path, label, patient, sha256) per file: the content itself, never (size, mtime).
+
+    A file rewritten with its size and mtime kept (``cp -p``, ``touch -r``, a restore) must not reuse
+    a stale ingest; hashing is cheap next to decoding (README, "Data": measured on brain-mri).
+    """
+    paths = list(candidates["path"])
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        digests = list(pool.map(_digest_or_error, paths))
+    rows = [(path, label, "" if patient is None else str(patient), digest) for path, label, patient, digest
+            in zip(paths, candidates["label"], candidates["patient_id"], digests)]
     return sorted(rows)
+
+
+def _digest_or_error(path: str) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as exc:  # validate quarantines it with the reason; here it only changes the key
+        return f"unreadable:{exc.errno}"
 
 
 __all__ = ["IngestOutput", "SplitOutput", "ingest_stage", "split_stage", "load_split", "resolve_data_path",

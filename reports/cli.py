@@ -17,6 +17,9 @@ def register(sub: Any, parents: Any) -> None:
     report.add_argument("--domain", required=True, help="domain name or YAML config path (finds runs/<domain>/)")
     report.add_argument("--run", default=None, metavar="RUN_DIR",
                         help="a run folder (runs/<domain>/history/<time>); default: the newest one")
+    report.add_argument("--out", default=None, metavar="DIR",
+                        help="write report.html into DIR instead of the run folder (e.g. a read-only or "
+                             "copied run store)")
     report.set_defaults(func=run)
 
 
@@ -30,6 +33,35 @@ def run(args: argparse.Namespace) -> int:
         where = run_dir if run_dir else Path(config.runs_root) / config.name / "history"
         raise DataError(f"no finished run to report on: {where} has no run.json; run `synth-augment run --domain "
                         f"{config.name}` first (or pass --runs-root / --run)")
-    report = report_stage(config, run_dir)
-    print(f"report: {report.path} ({report.size_bytes:,} bytes)")
+    check_outputs_intact(run_dir)
+    if args.out is None:
+        report = report_stage(config, run_dir)
+        print(f"report: {report.path} ({report.size_bytes:,} bytes)")
+        return 0
+    from pipeline.store import atomic_write_text
+    from reports.html import render_report
+
+    target = Path(args.out) / "report.html"
+    try:
+        path = atomic_write_text(target, render_report(run_dir, config))
+    except OSError as exc:
+        raise DataError(f"cannot write {target}: {exc.strerror or exc}; pass --out to a writable folder") from None
+    print(f"report: {path} ({path.stat().st_size:,} bytes)")
     return 0
+
+
+def check_outputs_intact(run_dir: Path) -> None:
+    """The stage outputs a report is rendered from are as their stages wrote them (pipeline.verify):
+    a results.csv edited by hand must not sit beside a report that disagrees with it unnoticed."""
+    from pipeline.store import read_json
+    from pipeline.verify import problems
+
+    domain_dir = run_dir.parent.parent  # runs/<domain>/history/<time>
+    for name, info in read_json(run_dir / "run.json").get("stages", {}).items():
+        key = info.get("key") if isinstance(info, dict) else None
+        folder = domain_dir / name / str(key)
+        found = problems(folder) if key and folder.is_dir() else []
+        if found:
+            rel, what = found[0]
+            raise DataError(f"{folder / rel} is {what}; the report would disagree with it: re-run `synth-augment "
+                            f"run` (it recomputes the {name} stage) or delete {folder}")

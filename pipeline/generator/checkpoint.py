@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.store import atomic_save_with
+from pipeline.store import atomic_save_with, remove_stale_temporaries
 
 CHECKPOINT_RE = re.compile(r"^ckpt-(\d{8})\.pt$")
 REQUIRED_KEYS = ("model", "ema", "optimizer", "lr_scheduler", "step", "rng", "generator_config", "data")
@@ -61,13 +61,16 @@ def _as_tuple(value: Any) -> Any:
 
 
 def save_checkpoint(directory: Path, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` as the checkpoint of ``state['step']`` atomically, then delete all but the newest ``keep``."""
+    """Write ``state`` as the checkpoint of ``state['step']`` atomically, then prune: keep this one and the
+    ``keep - 1`` newest before it (checkpoints of later steps are left alone: they are not this run's)."""
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
-    target = checkpoint_path(directory, int(state["step"]))
+    step = int(state["step"])
+    target = checkpoint_path(directory, step)
     atomic_save_with(target, lambda tmp: torch.save(state, tmp))
-    for _, old in list_checkpoints(directory)[:-keep]:
+    older = [path for s, path in list_checkpoints(directory) if s < step]  # never a newer one another run wrote
+    for old in older[:max(0, len(older) - (keep - 1))]:
         old.unlink(missing_ok=True)
     return target
 
@@ -104,8 +107,5 @@ def folder_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def remove_stale_temporaries(directory: Path) -> None:
-    """Temporary files a hard kill (SIGKILL) left behind; never mistaken for outputs, but clutter."""
-    if Path(directory).is_dir():
-        for tmp in Path(directory).glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+__all__ = ["checkpoint_path", "list_checkpoints", "save_checkpoint", "load_latest_checkpoint", "file_sha256",
+           "folder_sha256", "remove_stale_temporaries", "rng_state", "set_rng_state"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from pipeline.config import SAMPLERS, X0_CLIPS, SynthesisConfig
 from pipeline.errors import ConfigError
 from pipeline.generator.pipeline import ClassConditionalPipeline
+from pipeline.store import atomic_folder
 
 TRAINING_DATA_FILE = "training_data.json"  # beside model_index.json: the training images' content hashes
 
@@ -120,12 +120,9 @@ def export_pipeline(directory: str | os.PathLike[str], unet_kwargs: dict[str, An
     pipe = ClassConditionalPipeline(unet.eval(), scheduler, class_names=list(class_names), mode=mode,
                                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                                     training_data=identity)
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    (tmp / TRAINING_DATA_FILE).write_text(json.dumps({**identity, "sha256s": sha256s}, indent=1))
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
+    with atomic_folder(directory) as tmp:  # written aside, swapped in: never a moment without a whole folder
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        (tmp / TRAINING_DATA_FILE).write_text(json.dumps({**identity, "sha256s": sha256s}, indent=1))
     return directory
 
 

@@ -28,11 +28,13 @@ from pipeline.errors import DataError
 from pipeline.generator.checkpoint import folder_sha256
 from pipeline.generator.data import check_disjoint, load_training_data, training_order
 from pipeline.generator.sampling import load_pipeline, training_data_of
-from pipeline.generator.synthesis import RealSample, synthesize
+from pipeline.generator.synthesis import RealSample, check_labels_distinct, image_relpath, synthesize
 from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
 from pipeline.image_tensors import domain_cache_dir
 from pipeline.stages import load_split
-from pipeline.store import COMPLETE_MARKER, RunStore, atomic_write_json, atomic_write_table, read_json
+from pipeline.locks import notice
+from pipeline.store import (COMPLETE_MARKER, RunStore, atomic_save_with, atomic_write_json, atomic_write_table,
+                            read_json, read_table)
 
 GENERATOR_STAGE, SYNTHESIS_STAGE = "generator", "synthesis"
 
@@ -82,13 +84,23 @@ def continue_shorter_run(store: RunStore, lineage: str, steps: int, ckpt_dir: Pa
         done = int(summary.get("steps", 0))
         if summary.get("lineage") == lineage and done < steps and (marker.parent / COMPLETE_MARKER).is_file():
             found = list_checkpoints(marker.parent / "checkpoints")
-            if found and found[-1][0] == done and (best is None or done > best[0]):
+            if found and found[-1][0] == done and (best is None or done > best[0]) and loads(found[-1][1]):
                 best = (done, found[-1][1])
     if best is None:
         return None
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(best[1], ckpt_dir / best[1].name)
+    atomic_save_with(ckpt_dir / best[1].name, lambda tmp: shutil.copyfile(best[1], tmp))
     return best[0]
+
+
+def loads(checkpoint: Path) -> bool:
+    """Whether a checkpoint file is whole (a truncated copy must not pass for a resume point)."""
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception:  # truncated zip, bad pickle: not a resume point
+        notice(f"{checkpoint} is unreadable (truncated or damaged); not continuing from it")
+        return False
+    return True
 
 
 def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[str],
@@ -98,6 +110,12 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
     class_names = config.data.resolve_class_names(split.table["label"])
     key = generator_key(config, split.training_hash, class_names)
     store = RunStore(config.runs_root, config.name)
+    with store.lock(GENERATOR_STAGE, key):  # a second run on this key waits, then reuses the first's generator
+        return _train_or_reuse(config, split, Path(split_path), class_names, key, store, progress)
+
+
+def _train_or_reuse(config: DomainConfig, split: Any, split_path: Path, class_names: list[str], key: str,
+                    store: RunStore, progress: bool) -> GeneratorOutput:
     directory = store.stage_dir(GENERATOR_STAGE, key)
     pipeline_path = directory / "pipeline"
     if store.is_complete(GENERATOR_STAGE, key) and (pipeline_path / "model_index.json").is_file():
@@ -108,7 +126,7 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
                             f"{summary['pipeline_hash'][:12]}); delete {directory} to retrain")
         identity = training_data_of(pipeline_path)
         check_disjoint(list(identity["sha256s"]), identity["manifest_hash"], split)
-        return GeneratorOutput(key, directory, pipeline_path, digest, summary, cached=True, split_path=Path(split_path))
+        return GeneratorOutput(key, directory, pipeline_path, digest, summary, cached=True, split_path=split_path)
 
     started = time.perf_counter()
     lineage = generator_key(config, split.training_hash, class_names, with_steps=False)
@@ -117,6 +135,11 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
     loss_log = LossLog(directory / "losses.json", config.generator.checkpoint_every)
     result = train_generator(config, data, directory, split.training_hash, progress=progress, on_step=loss_log)
     loss_log.save()
+    if continued_from is not None and result.resumed_from != continued_from:
+        notice(f"the checkpoint of step {continued_from} copied from a shorter run did not load; trained from "
+               f"{'step ' + str(result.resumed_from) if result.resumed_from else 'scratch'} instead")
+        continued_from = None
+    logged = [(int(step), float(value)) for step, value in loss_log.losses]
     digest = folder_sha256(result.model_path)
     per_class = {name: int((data.labels == i).sum()) for i, name in enumerate(class_names)}
     summary = {"pipeline_path": str(result.model_path), "pipeline_hash": digest, "steps": result.steps,
@@ -125,9 +148,8 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
                "channels": config.channels, "mode": config.data.mode, "class_names": class_names,
                "train_images": int(len(data.labels)), "train_per_class": per_class,
                "manifest_hash": data.manifest_hash, "training_hash": split.training_hash,
-               "final_loss": result.losses[-1][1] if result.losses else None,
-               "mean_loss_last_50": (sum(v for _, v in result.losses[-50:]) / len(result.losses[-50:])
-                                     if result.losses else None),
+               "final_loss": logged[-1][1] if logged else None,  # the whole run's log (a resumed run too)
+               "mean_loss_last_50": (sum(v for _, v in logged[-50:]) / len(logged[-50:]) if logged else None),
                "train_seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 2),
                "ema_decay_reached": round(config.generator.ema_decay_at(result.steps), 6),
                "lineage": lineage, "continued_from": continued_from,
@@ -135,7 +157,7 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
     atomic_write_json(directory / "summary.json", summary)
     store.mark_complete(GENERATOR_STAGE, key, summary)
     store.latest_link(GENERATOR_STAGE, key)
-    return GeneratorOutput(key, directory, result.model_path, digest, summary, split_path=Path(split_path))
+    return GeneratorOutput(key, directory, result.model_path, digest, summary, split_path=split_path)
 
 
 class LossLog:
@@ -224,9 +246,15 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
                         hash_payload(real.sha256s) if real is not None and config.synthesis.mode != "noise" else None,
                         selection.plan_hash if selection is not None else None)
     store = RunStore(config.runs_root, config.name)
+    with store.lock(SYNTHESIS_STAGE, key):  # one writer per set: a second run waits, then reuses or extends it
+        return _synthesize_or_reuse(config, generator, real, selection, key, store, progress)
+
+
+def _synthesize_or_reuse(config: DomainConfig, generator: GeneratorOutput, real: RealSample | None, selection: Any,
+                         key: str, store: RunStore, progress: bool) -> SynthesisOutput:
     directory = store.stage_dir(SYNTHESIS_STAGE, key)
     manifest_path = directory / "manifest.parquet"
-    if store.is_complete(SYNTHESIS_STAGE, key) and manifest_path.is_file():
+    if store.is_complete(SYNTHESIS_STAGE, key) and manifest_path.is_file() and _current_layout(manifest_path):
         summary = store.read_summary(SYNTHESIS_STAGE, key)
         if summary.get("per_class") == config.synthesis.per_class:
             if selection is not None:  # this run's choice (the stored set may come from a run without selection)
@@ -258,6 +286,23 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
     store.mark_complete(SYNTHESIS_STAGE, key, summary)
     store.latest_link(SYNTHESIS_STAGE, key)
     return SynthesisOutput(key, directory, manifest_path, summary)
+
+
+def _current_layout(manifest_path: Path) -> bool:
+    """A stored set written with this code's folder names (older sets put classes whose names differ only
+    outside [A-Za-z0-9._-] into one folder): anything else is re-synthesised into the new folders."""
+    manifest = read_table(manifest_path)
+    expected = [image_relpath(int(c), str(label), int(i))
+                for c, label, i in zip(manifest["class_index"], manifest["label"], manifest["index"])]
+    if list(manifest["relpath"]) != expected:
+        notice(f"{manifest_path} uses the old class folder names; re-synthesising into per-class folders")
+        return False
+    here = [str((manifest_path.parent / rel).resolve()) for rel in manifest["relpath"]]
+    if list(manifest["path"].astype(str)) != here:  # a copied or moved store: never read the original's images
+        notice(f"{manifest_path} lists images of another store folder (copied or moved); re-listing this one's")
+        return False
+    check_labels_distinct(manifest, manifest_path)
+    return True
 
 
 def _median(values: Any) -> float | None:

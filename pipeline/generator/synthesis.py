@@ -1,7 +1,7 @@
 """Balanced synthesis: N PNGs per class in the domain's mode, a manifest, resumable by construction.
 
 Images come from the exported generator (``ClassConditionalPipeline``, the same object a user
-loads with ``from_pretrained``). Image ``i`` of class ``c`` is always ``images/<class>/<i>.png``
+loads with ``from_pretrained``). Image ``i`` of class ``c`` is always ``images/<c>-<class slug>/<i>.png``
 sampled with a generator seeded ``image_seed(seed, c, i)`` (the manifest's ``seed`` column), so
 what a run must still do is simply the files that do not exist yet: a re-run after a kill fills
 exactly the gaps. Every PNG is written to a temporary file and renamed into place, so an
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +28,11 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.config import SynthesisConfig
-from pipeline.generator.checkpoint import remove_stale_temporaries
+from pipeline.errors import DataError
 from pipeline.generator.pipeline import ClassConditionalPipeline
 from pipeline.generator.sampling import image_seed, use_sampler
 from pipeline.imageio import save_png
+from pipeline.store import remove_stale_temporaries
 
 MANIFEST_COLUMNS = ["path", "relpath", "label", "class_index", "index", "sha256", "seed", "sampler", "steps",
                     "guidance_scale", "generator_hash", "mode", "width", "height", "synthesis_mode", "strength",
@@ -66,19 +68,38 @@ def rmse_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((a.double() - b.double()) / 255.0).pow(2).flatten(1).mean(1).sqrt()
 
 
-def class_dirname(name: str) -> str:
-    """A file-system-safe folder name for a class label."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "class"
+def class_dirname(class_index: int, name: str) -> str:
+    """The folder of one class: its index (unique, so labels that differ only in characters a file name
+    cannot hold, such as ``a b`` / ``a_b``, never share a folder) and a readable slug (Unicode letters
+    kept: 正常, Глиома)."""
+    slug = re.sub(r"[^\w.-]+", "_", unicodedata.normalize("NFC", name)).strip("._")[:48]
+    return f"{class_index:03d}-{slug or 'class'}"
 
 
-def image_relpath(class_name: str, index: int) -> str:
-    return f"images/{class_dirname(class_name)}/{index:05d}.png"
+def image_relpath(class_index: int, class_name: str, index: int) -> str:
+    return f"images/{class_dirname(class_index, class_name)}/{index:05d}.png"
 
 
 def missing_images(out_dir: Path, class_names: list[str], per_class: int) -> list[tuple[int, int]]:
     """(class index, image index) of every image not yet on disk."""
     return [(c, i) for c, name in enumerate(class_names) for i in range(per_class)
-            if not (out_dir / image_relpath(name, i)).is_file()]
+            if not (out_dir / image_relpath(c, name, i)).is_file()]
+
+
+def check_labels_distinct(manifest: pd.DataFrame, where: str | Path) -> None:
+    """Distinct labels never share a file: neither a path nor identical content (a collapsed generator)."""
+    for column, words in (("relpath", "the file"), ("sha256", "identical content, e.g.")):
+        if column not in manifest or manifest.empty:
+            continue
+        labels = manifest.groupby(column)["label"].nunique()
+        shared = labels[labels > 1]
+        if len(shared):
+            value = str(shared.index[0])
+            names = sorted(map(str, manifest.loc[manifest[column] == value, "label"].unique()))
+            hint = ("; delete the synthesis folder and re-run" if column == "relpath" else
+                    "; the generator may have collapsed (check its losses) or classes are not distinguishable")
+            raise DataError(f"{where}: labels {', '.join(map(repr, names))} share {words} "
+                            f"{value if column == 'relpath' else value[:12]} ({len(shared)} shared){hint}")
 
 
 def render(pipe: ClassConditionalPipeline, labels: list[int], seeds: list[int], config: SynthesisConfig,
@@ -115,7 +136,7 @@ def synthesize(pipe: ClassConditionalPipeline, out_dir: str | Path, config: Synt
         raise ValueError("synthesis.mode = 'real-seeded' needs the real training images (real=...)")
     out_dir = Path(out_dir)
     class_names = list(pipe.config.class_names)
-    for folder in {out_dir / image_relpath(name, 0) for name in class_names}:
+    for folder in {out_dir / image_relpath(c, name, 0) for c, name in enumerate(class_names)}:
         folder.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(folder.parent)
     todo = missing_images(out_dir, class_names, config.per_class)
@@ -124,7 +145,7 @@ def synthesize(pipe: ClassConditionalPipeline, out_dir: str | Path, config: Synt
         chunk = todo[start:start + config.batch_size]
         images = generate(pipe, chunk, [image_seed(seed, c, i) for c, i in chunk], config, real).numpy()
         for (c, i), image in zip(chunk, images):
-            save_png(to_pixels(image), out_dir / image_relpath(class_names[c], i))
+            save_png(to_pixels(image), out_dir / image_relpath(c, class_names[c], i))
         bar.update(len(chunk))
     bar.close()
     return build_manifest(out_dir, pipe, config, seed, generator_hash, real)
@@ -142,7 +163,7 @@ def build_manifest(out_dir: Path, pipe: ClassConditionalPipeline, config: Synthe
     seeded = config.mode == "real-seeded"
     for c, name in enumerate(pipe.config.class_names):
         for i in range(config.per_class):
-            relpath = image_relpath(name, i)
+            relpath = image_relpath(c, name, i)
             path = (out_dir / relpath).resolve()
             rows.append({"path": str(path), "relpath": relpath, "label": name, "class_index": c, "index": i,
                          "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "seed": image_seed(seed, c, i),
@@ -153,6 +174,7 @@ def build_manifest(out_dir: Path, pipe: ClassConditionalPipeline, config: Synthe
                          "seed_sha256": real.sha256s[real.seed_of(c, i)] if seeded and real is not None else None,
                          "seed_distance": None, "nn_distance": None})
     table = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    check_labels_distinct(table, out_dir)
     if real is not None and len(table):
         add_distances(table, real)
     return table

@@ -21,6 +21,7 @@ the main process writes checkpoints.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
 from pipeline.config import GENERATOR_LEGACY_VALUES, DomainConfig, GeneratorConfig, resolve_mixed_precision
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, TrainingError
 from pipeline.generator.checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.generator.data import TrainingData, augment, batch_indices, step_generator, to_model_range
 from pipeline.generator.model import build_unet, count_parameters, null_class, unet_config
@@ -214,6 +215,11 @@ def run_steps(trainer: GeneratorTrainer, config: DomainConfig, data: TrainingDat
         idx = batch_indices(len(data.labels), gcfg.batch_size, step, config.seed,
                             accelerator.process_index, accelerator.num_processes)
         loss = trainer.train_step(data.images[idx], data.labels[idx], step)
+        if not math.isfinite(loss):  # before any checkpoint or export: a diverged model is never saved or sampled
+            bar.close()
+            raise TrainingError(f"generator training diverged at step {step + 1} (loss {loss}); lower "
+                                f"generator.learning_rate (now {gcfg.learning_rate:g}) or raise generator.warmup_steps; "
+                                f"nothing was synthesised")
         losses.append((step + 1, loss))
         rate = len(losses) * gcfg.batch_size * accelerator.num_processes / (time.perf_counter() - began)
         bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -90,14 +93,20 @@ def test_resume_fills_gaps_exactly_to_n_per_class_and_keeps_the_mode(tmp_path: P
     before = _digests(tmp_path / "images")
 
     # simulate a killed run: one image missing, a stale temporary left by SIGKILL
-    gone = tmp_path / image_relpath("b/c", 1)
+    gone = tmp_path / image_relpath(1, "b/c", 1)
     gone.unlink()
-    (gone.parent / ".00001.png.abc.tmp").write_bytes(b"partial")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a writer that is gone: its temporary is debris
+    (gone.parent / f".00001.png.{dead.pid}-abc.tmp").write_bytes(b"partial")
+    live = gone.parent / f".00002.png.{os.getppid()}-xyz.tmp"  # another live process's in-flight file
+    live.write_bytes(b"in flight")
     bigger = SynthesisConfig(per_class=4, sampler="ddim", steps=3, guidance_scale=2.0, batch_size=4)
     manifest = synthesize(gen, tmp_path, bigger, seed=5, generator_hash="h", progress=False)
 
+    assert list(tmp_path.rglob("*.tmp")) == [live]
+    live.unlink()
     after = _digests(tmp_path / "images")
-    assert len(after) == 8 and not list(tmp_path.rglob("*.tmp"))
+    assert len(after) == 8
     assert {k: after[k] for k in before} == before  # refilled image is identical, others untouched
     assert manifest["label"].value_counts().to_dict() == {"a": 4, "b/c": 4}
     assert manifest["path"].is_unique and manifest["seed"].is_unique
