@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -16,7 +19,8 @@ from pipeline.image_tensors import load_image_tensors
 def phantoms(tmp_path_factory: pytest.TempPathFactory) -> torch.Tensor:
     root = make_demo_dataset(tmp_path_factory.mktemp("aug") / "data", PhantomSpec(4, 48, "L", 5), progress=False)
     paths = sorted(str(p) for p in root.rglob("*.png"))
-    return load_image_tensors(paths, paths, "L", 48, progress=False).float() / 255.0
+    sha256s = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]
+    return load_image_tensors(paths, sha256s, "L", 48, progress=False).float() / 255.0
 
 
 def test_real_aug_is_deterministic_for_a_seed_and_changes_the_image(phantoms: torch.Tensor) -> None:

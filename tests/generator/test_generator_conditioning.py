@@ -9,6 +9,8 @@ generator ignored the label, half of them would be wrong; the unconditional samp
 
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from pipeline.stages import ingest_stage, load_split, split_stage
 
 
 def _pixels(paths: list[str], size: int = 16) -> np.ndarray:
-    sha = [str(i) for i in range(len(paths))]
+    sha = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]  # the cache verifies content
     return load_image_tensors(paths, sha, "L", size, progress=False).flatten(1).float().numpy() / 255.0
 
 
