@@ -13,10 +13,11 @@ from its last checkpoint, classifiers reassemble from their stored fits).
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from pipeline.integrity import file_sha256
 
 HASH_LIMIT_BYTES = 8 << 20  # files up to this size are hashed (PNGs, tables, JSON); larger: size only
 # Not outputs of the stage's computation: markers, Prefect's cache records, locks, temporaries, training
@@ -31,14 +32,6 @@ def _skipped(relpath: str) -> bool:
     return any(fnmatch.fnmatch(relpath, p) or fnmatch.fnmatch(name, p) for p in SKIP_PATTERNS)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe(folder: Path) -> dict[str, list[Any]]:
     """{relative path: [size, sha256 or None]} of every output file under ``folder``."""
     files: dict[str, list[Any]] = {}
@@ -47,7 +40,7 @@ def describe(folder: Path) -> dict[str, list[Any]]:
         if _skipped(rel):
             continue
         size = path.stat().st_size
-        files[rel] = [size, _sha256(path) if size <= HASH_LIMIT_BYTES else None]
+        files[rel] = [size, file_sha256(path) if size <= HASH_LIMIT_BYTES else None]
     return files
 
 
@@ -78,7 +71,7 @@ def problems(folder: Path) -> list[tuple[str, str]]:
         if actual != size:
             found.append((rel, f"truncated ({actual} of {size} bytes)" if actual < size else
                           f"changed since the stage finished ({actual} bytes, recorded {size})"))
-        elif digest is not None and _sha256(path) != digest:
+        elif digest is not None and file_sha256(path) != digest:
             found.append((rel, "edited since the stage finished (sha256 differs)"))
     return found
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.integrity import file_sha256  # re-exported: callers import it from here
 from pipeline.store import atomic_save_with, remove_stale_temporaries
 
 CHECKPOINT_RE = re.compile(r"^ckpt-(\d{8})\.pt$")
@@ -89,14 +90,6 @@ def load_latest_checkpoint(directory: Path, map_location: str | torch.device = "
             continue
         return state, path
     return None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def folder_sha256(path: Path) -> str:
