@@ -25,8 +25,9 @@ import yaml
 
 from pipeline.config import DomainConfig
 from pipeline.preflight import check_before_training
+from pipeline.run_record import write_run_record
 from pipeline.stages import ingest_stage, split_stage
-from pipeline.store import atomic_write_json, atomic_write_text
+from pipeline.store import atomic_write_text
 
 
 @dataclass
@@ -43,7 +44,7 @@ class RunRecord:
         self.save()
 
     def save(self) -> None:
-        atomic_write_json(self.run_dir / "run.json", {"meta": self.meta, "stages": self.stages})
+        write_run_record(self.run_dir, {"meta": self.meta, "stages": self.stages})
 
 
 def peak_rss_mb() -> float:

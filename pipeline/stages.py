@@ -18,6 +18,7 @@ import pandas as pd
 from pipeline.config import DomainConfig, hash_payload
 from pipeline.errors import DataError
 from pipeline.ingest import discover
+from pipeline.locks import notice
 from pipeline.quality.near_duplicates import group_listing, group_notes
 from pipeline.split import TEST, TRAIN, Split, make_split, split_key, verify_split
 from pipeline.store import RunStore, atomic_write_json, atomic_write_table, atomic_write_text, read_json, read_table
@@ -104,6 +105,12 @@ def _split_or_reuse(config: DomainConfig, manifest: pd.DataFrame, key: str, stor
         table = read_table(split_path)
         verify_split(table)
         summary = store.read_summary("split", key)
+        moved = with_current_paths(table, manifest)
+        if moved is not None:  # same images, same split: only where they live changed
+            notice(f"split/{key}: the dataset's files now live at {_common_folder(moved['path'])}; "
+                   f"the stored split is re-listed there (same images, same split)")
+            atomic_write_table(split_path, moved)
+            store.mark_complete("split", key, summary)
         return SplitOutput(key, directory, split_path, summary["split_hash"], summary, cached=True)
 
     split = make_split(manifest, config.split, config.seed)
@@ -113,6 +120,26 @@ def _split_or_reuse(config: DomainConfig, manifest: pd.DataFrame, key: str, stor
     store.mark_complete("split", key, summary)
     store.latest_link("split", key)
     return SplitOutput(key, directory, split_path, split.split_hash, summary)
+
+
+def with_current_paths(table: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame | None:
+    """The stored split re-listed with this ingest's file locations, or None when they are the same.
+
+    The split's key is the images' content, not their location: a dataset moved (or a store copied to a
+    machine where it lives elsewhere) re-uses the split, whose table must then name the files where they
+    are now. sha256 is unique within a manifest (exact duplicates collapse at ingest)."""
+    here = manifest.set_index(manifest["sha256"].astype(str))
+    sha = table["sha256"].astype(str)
+    if not sha.isin(here.index).all():
+        return None  # not the same images (cannot happen under one key); leave the table as it is
+    paths, relpaths = here.loc[sha, "path"].astype(str).to_numpy(), here.loc[sha, "relpath"].astype(str).to_numpy()
+    if (table["path"].astype(str).to_numpy() == paths).all() and (table["relpath"].astype(str).to_numpy() == relpaths).all():
+        return None
+    return table.assign(path=paths, relpath=relpaths)
+
+
+def _common_folder(paths: pd.Series) -> str:
+    return os.path.commonpath(list(paths.astype(str))) if len(paths) else "?"
 
 
 def load_split(split_path: str | os.PathLike[str]) -> Split:

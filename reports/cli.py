@@ -20,6 +20,9 @@ def register(sub: Any, parents: Any) -> None:
     report.add_argument("--out", default=None, metavar="DIR",
                         help="write report.html into DIR instead of the run folder (e.g. a read-only or "
                              "copied run store)")
+    report.add_argument("--share", action="store_true",
+                        help="write report-share.html: every number and synthetic image, but no real image, file "
+                             "name or folder (for readers outside the team); report.html is left as it is")
     report.set_defaults(func=run)
 
 
@@ -34,30 +37,23 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"no finished run to report on: {where} has no run.json; run `synth-augment run --domain "
                         f"{config.name}` first (or pass --runs-root / --run)")
     check_outputs_intact(run_dir)
-    if args.out is None:
-        report = report_stage(config, run_dir)
-        print(f"report: {report.path} ({report.size_bytes:,} bytes)")
-        return 0
-    from pipeline.store import atomic_write_text
-    from reports.html import render_report
-
-    target = Path(args.out) / "report.html"
+    out_dir = Path(args.out) if args.out is not None else run_dir
     try:
-        path = atomic_write_text(target, render_report(run_dir, config))
+        report = report_stage(config, run_dir, out_dir, share=args.share)
     except OSError as exc:
-        raise DataError(f"cannot write {target}: {exc.strerror or exc}; pass --out to a writable folder") from None
-    print(f"report: {path} ({path.stat().st_size:,} bytes)")
+        raise DataError(f"cannot write into {out_dir}: {exc.strerror or exc}; pass --out to a writable folder") from None
+    print(f"report: {report.path} ({report.size_bytes:,} bytes)")
     return 0
 
 
 def check_outputs_intact(run_dir: Path) -> None:
     """The stage outputs a report is rendered from are as their stages wrote them (pipeline.verify):
     a results.csv edited by hand must not sit beside a report that disagrees with it unnoticed."""
-    from pipeline.store import read_json
+    from pipeline.run_record import read_run_record
     from pipeline.verify import problems
 
     domain_dir = run_dir.parent.parent  # runs/<domain>/history/<time>
-    for name, info in read_json(run_dir / "run.json").get("stages", {}).items():
+    for name, info in read_run_record(run_dir).get("stages", {}).items():
         key = info.get("key") if isinstance(info, dict) else None
         folder = domain_dir / name / str(key)
         found = problems(folder) if key and folder.is_dir() else []

@@ -32,11 +32,13 @@ import yaml
 from matplotlib.figure import Figure
 
 from pipeline.config import DomainConfig, ReportConfig, from_dict
+from pipeline.run_record import read_run_record
 from pipeline.store import atomic_write_text, read_json
 from classifiers.choice import choose_per_arm
 from classifiers.cv import groups_of
 from reports.paired import PairedComparison, compare, holm
 from reports.protocol_table import STUDY_TABLE2, departures_from_study
+from reports.share import SHARED_FILE_NAME, scrub_paths, shareable_context
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -57,12 +59,14 @@ class ReportOutput:
     seconds: float
 
 
-def report_stage(config: DomainConfig | None, run_dir: str | os.PathLike[str]) -> ReportOutput:
-    """Render ``<run_dir>/report.html`` from the run's files (``config`` only supplies report settings)."""
+def report_stage(config: DomainConfig | None, run_dir: str | os.PathLike[str],
+                 out_dir: str | os.PathLike[str] | None = None, share: bool = False) -> ReportOutput:
+    """Render ``report.html`` (or the shareable ``report-share.html``) from the run's files into ``out_dir``
+    (default: the run folder); ``config`` only supplies report settings."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    html = render_report(run_dir, config)
-    path = atomic_write_text(run_dir / "report.html", html)
+    html = render_report(run_dir, config, share)
+    path = atomic_write_text(Path(out_dir or run_dir) / (SHARED_FILE_NAME if share else "report.html"), html)
     return ReportOutput(path, path.stat().st_size, time.perf_counter() - started)
 
 
@@ -73,18 +77,24 @@ def latest_run_dir(runs_root: str | os.PathLike[str], domain: str) -> Path | Non
     return runs[-1] if runs else None
 
 
-def render_report(run_dir: Path, config: DomainConfig | None = None) -> str:
+def render_report(run_dir: Path, config: DomainConfig | None = None, share: bool = False) -> str:
+    """The report page; ``share`` withholds real images, file names and paths (reports.share)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=False, lstrip_blocks=False)
-    return env.get_template(TEMPLATE).render(**build_context(run_dir, config))
+    context = build_context(run_dir, config, share)
+    if not share:
+        return env.get_template(TEMPLATE).render(**context)
+    data_root = str((context["stages"].get("ingest", {}).get("summary") or {}).get("root", ""))
+    page = env.get_template(TEMPLATE).render(**shareable_context(context))
+    return scrub_paths(page, [str(run_dir.parent.parent), data_root])
 
 
 # ----------------------------------------------------------------------------------------------
 # Context: one function per section, each tolerant of its stage being absent
 
 
-def build_context(run_dir: Path, config: DomainConfig | None = None) -> dict[str, Any]:
-    record = read_json(run_dir / "run.json")
+def build_context(run_dir: Path, config: DomainConfig | None = None, share: bool = False) -> dict[str, Any]:
+    record = read_run_record(run_dir)
     meta, stages = record.get("meta", {}), record.get("stages", {})
     config_text = (run_dir / "config.yaml").read_text(encoding="utf-8") if (run_dir / "config.yaml").is_file() else ""
     run_config = _run_config(config_text) or config
@@ -97,12 +107,12 @@ def build_context(run_dir: Path, config: DomainConfig | None = None) -> dict[str
         "description": run_config.description if run_config else "", "sections": SECTIONS,
         "answer": answer, "warnings": warnings(stages, results, domain, run_config),
         "trend": trend_section(run_dir, stages),
-        "data": data_section(stages), "generator": generator_section(stages, run_config),
+        "data": data_section(stages), "generator": generator_section(stages, run_config, share),
         "quality": quality_section(stages), "classifiers": classifiers_section(results, stages, run_config),
-        "explanations": explanations_section(stages),
+        "explanations": explanations_section(stages, share),
         "provenance": provenance_section(run_dir, meta, stages, config_text, domain, run_config),
         "rendered_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "version": _version(), "run_dir": str(run_dir),
+        "version": _version(), "run_dir": str(run_dir), "share": False, "stages": stages,
     }
 
 
@@ -303,7 +313,7 @@ def trend_section(run_dir: Path, stages: dict[str, Any]) -> dict[str, Any]:
     rows, arms = [], set()
     for other in sorted(p for p in history.glob("*") if (p / "run.json").is_file()):
         try:
-            record = read_json(other / "run.json")
+            record = read_run_record(other)
             results = _results(record.get("stages", {}))
         except (OSError, ValueError, json.JSONDecodeError):
             continue
@@ -366,7 +376,7 @@ def _held_out_cell(sides: dict[str, Any]) -> Any:
     return f"{sides.get('test', '')} test + {dev} development" if dev else sides.get("test", "")
 
 
-def generator_section(stages: dict[str, Any], config: DomainConfig | None) -> dict[str, Any]:
+def generator_section(stages: dict[str, Any], config: DomainConfig | None, share: bool = False) -> dict[str, Any]:
     gen = stages.get("generator")
     if not gen:
         return {"available": False}
@@ -406,13 +416,14 @@ def generator_section(stages: dict[str, Any], config: DomainConfig | None) -> di
     else:
         loss_note = "Loss curve not recorded for this generator (trained before the loss log existed)."
     return {"available": True, "facts": facts, "loss_plot": loss_plot, "loss_note": loss_note,
-            "grids": _real_vs_synthetic_grids(stages, int(summary.get("image_size") or 64), summary.get("mode", "L"))}
+            "grids": _real_vs_synthetic_grids(stages, int(summary.get("image_size") or 64), summary.get("mode", "L"),
+                                              include_real=not share)}
 
 
-def _real_vs_synthetic_grids(stages: dict[str, Any], size: int, mode: str) -> list[dict[str, str]]:
-    from pipeline.image_tensors import square_resize
-    from pipeline.imageio import read_image
-
+def _real_vs_synthetic_grids(stages: dict[str, Any], size: int, mode: str,
+                             include_real: bool = True) -> list[dict[str, str]]:
+    """Per class, real training images over synthetic ones on one gray scale (synthetic only when sharing).
+    Each image is checked against the sha256 recorded for it: one changed since ingest is left out, and said."""
     split_path = stages.get("split", {}).get("split")
     manifest = stages.get("synthesis", {}).get("manifest")
     if not split_path or not manifest or not Path(split_path).with_suffix(".parquet").is_file() \
@@ -423,27 +434,47 @@ def _real_vs_synthetic_grids(stages: dict[str, Any], size: int, mode: str) -> li
     synthetic = pd.read_parquet(Path(manifest).with_suffix(".parquet"))
     out = []
     for label in list(dict.fromkeys(synthetic["label"].astype(str))):
-        rows = {"real (generator's training sample)": real[real["label"].astype(str) == label]["path"].head(GRID_PER_CLASS),
-                "synthetic": synthetic[synthetic["label"].astype(str) == label]["path"].head(GRID_PER_CLASS)}
-        fig = Figure(figsize=(1.1 * GRID_PER_CLASS, 2.4), dpi=90)
-        axes = fig.subplots(2, GRID_PER_CLASS, squeeze=False)
-        for r, (name, paths) in enumerate(rows.items()):
+        rows = {"synthetic": synthetic[synthetic["label"].astype(str) == label].head(GRID_PER_CLASS)}
+        if include_real:
+            rows = {"real": real[real["label"].astype(str) == label].head(GRID_PER_CLASS), **rows}
+        fig = Figure(figsize=(1.1 * GRID_PER_CLASS, 1.2 * len(rows)), dpi=90)
+        axes = fig.subplots(len(rows), GRID_PER_CLASS, squeeze=False)
+        left_out = 0
+        for r, (name, table) in enumerate(rows.items()):
             for c in range(GRID_PER_CLASS):
-                ax = axes[r][c]
-                ax.set_axis_off()
-                if c < len(paths):
-                    try:
-                        pixels = square_resize(read_image(paths.iloc[c], mode).pixels, size)
-                    except Exception:
-                        continue
-                    ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=255,
-                              interpolation="nearest")
-            axes[r][0].set_title("real" if r == 0 else "synthetic", fontsize=8, loc="left")
+                axes[r][c].set_axis_off()
+                pixels = _verified_pixels(table, c, mode, size) if c < len(table) else None
+                left_out += c < len(table) and pixels is None
+                if pixels is not None:
+                    axes[r][c].imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=255,
+                                      interpolation="nearest")
+            axes[r][0].set_title(name, fontsize=8, loc="left")
         fig.subplots_adjust(wspace=0.05, hspace=0.25)
-        out.append({"src": png_uri(fig), "alt": f"Class {label}: real images (top row) and synthetic images (bottom "
-                                                f"row) at {size} px on the same gray scale",
-                    "caption": f"{label}: real (top) vs synthetic (bottom), same gray scale (0-255)."})
+        missing = f" {left_out} image(s) changed or missing since they were recorded: not shown." if left_out else ""
+        if include_real:
+            out.append({"src": png_uri(fig), "alt": f"Class {label}: real images (top row) and synthetic images "
+                                                    f"(bottom row) at {size} px on the same gray scale",
+                        "caption": f"{label}: real (top) vs synthetic (bottom), same gray scale (0-255).{missing}"})
+        else:
+            out.append({"src": png_uri(fig), "alt": f"Class {label}: synthetic images only at {size} px (real "
+                                                    f"images withheld in this shareable copy)",
+                        "caption": f"{label}: synthetic images (real images withheld), gray scale 0-255.{missing}"})
     return out
+
+
+def _verified_pixels(table: pd.DataFrame, row: int, mode: str, size: int) -> np.ndarray | None:
+    """The row's image at the models' resolution, or None when it no longer holds the recorded content."""
+    from pipeline.errors import IntegrityError
+    from pipeline.image_tensors import square_resize
+    from pipeline.imageio import ImageReadError, read_image
+    from pipeline.integrity import verify_files
+
+    path, sha = str(table["path"].iloc[row]), str(table["sha256"].iloc[row])
+    try:
+        verify_files([path], [sha])
+        return square_resize(read_image(path, mode).pixels, size)
+    except (IntegrityError, ImageReadError, OSError):
+        return None
 
 
 def quality_section(stages: dict[str, Any]) -> dict[str, Any]:
@@ -610,7 +641,8 @@ def _curves_figure(histories: list[list[dict[str, Any]]], arm: str, architecture
             "caption": f"{arm} / {architecture}: training (solid) and validation (dashed) loss per fold."}
 
 
-def explanations_section(stages: dict[str, Any]) -> dict[str, Any]:
+def explanations_section(stages: dict[str, Any], share: bool = False) -> dict[str, Any]:
+    """LIME per arm: the evidence table, each explained image's row and overlays (synthetic only when sharing)."""
     from reports.lime_explain import load_explanations
 
     info = stages.get("explain")
@@ -643,7 +675,7 @@ def explanations_section(stages: dict[str, Any]) -> dict[str, Any]:
                          "top": ", ".join(f"{w:+.2g}" for w in r["top_weights"]),
                          "share": pct(r["positive_share"]), "score": _num(r["score"])})
         for name in class_names:
-            group = [r for r in mine if r["true_label"] == name]
+            group = [r for r in mine if r["true_label"] == name and not (share and r["source"] != "synthetic")]
             if group:
                 figures.append(_overlay_figure(group, arrays, arm, name))
         mean_maps = _mean_maps_figure(comparison, arrays, arm)
@@ -688,7 +720,7 @@ def _overlay_figure(group: list[dict[str, Any]], arrays: dict[str, np.ndarray], 
     axes[0][1].set_title("LIME weights", fontsize=8)
     axes[0][2].set_title("top superpixels", fontsize=8)
     fig.subplots_adjust(wspace=0.04, hspace=0.18)
-    numbers = ", ".join(f"#{r['number']}" for r in group)
+    numbers = ", ".join(f"#{r['number']} ({r['source']})" for r in group)
     return {"src": png_uri(fig),
             "alt": f"LIME explanations for true class {label} under arm {arm}, images {numbers}: each row shows the "
                    f"image, its superpixel weights for the predicted class as a red/blue heat map, and the outline "

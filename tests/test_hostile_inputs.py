@@ -378,23 +378,63 @@ def test_store_files_honour_the_umask(tmp_path: Path, umask: int, mode: int) -> 
     assert (tmp_path / "folder").stat().st_mode & 0o777 == mode | ((mode & 0o444) >> 2)
 
 
-def test_a_copied_store_never_reads_the_original_s_synthetic_images(tmp_path: Path,
-                                                                    capfd: pytest.CaptureFixture[str]) -> None:
-    from pipeline.generator.stage import _current_layout
+def test_a_moved_dataset_and_a_copied_store_read_only_their_own_files(tmp_path: Path, phantom_dir: Path,
+                                                                     capfd: pytest.CaptureFixture[str]) -> None:
+    """b64a618: the split kept the old absolute paths (a moved dataset stopped every later stage), the
+    synthesis manifest and run.json named the original store's files (a copy read them)."""
+    from pipeline.run import run_domain
+    from pipeline.run_record import read_run_record
+    from pipeline.stages import load_split
+
+    tiny = {"generator": {"train_steps": 2, "checkpoint_every": 2}, "synthesis": {"per_class": 2, "steps": 2}}
+    first = run_domain(_config(tmp_path / "a", **tiny), phantom_dir, progress=False, until="synthesis")
+    assert "store:" in (first.run_dir / "run.json").read_text()  # store paths are written relative to the store
+    moved = Path(shutil.move(str(phantom_dir), tmp_path / "moved-data"))
+    copy = Path(shutil.copytree(tmp_path / "a" / "runs", tmp_path / "b" / "runs"))
+    shutil.rmtree(tmp_path / "a")  # any read of the original store now fails loudly
+    before = snapshot(moved)
+    capfd.readouterr()
+
+    second = run_domain(_config(tmp_path / "b", **tiny), moved, progress=False, until="synthesis")
+    err = capfd.readouterr().err
+    assert {name: info["cached"] for name, info in second.stages.items()} == \
+        {"ingest": False, "split": True, "generator": True, "synthesis": True}  # nothing retrained, nothing re-drawn
+    assert "the stored split is re-listed there (same images, same split)" in err
+    assert "lists images of another store folder (copied or moved); re-listing this one's" in err
+    split = load_split(second.stages["split"]["split"]).table
+    assert all(Path(p).is_relative_to(moved.resolve()) and Path(p).is_file() for p in split["path"])
+    synthetic = pd.read_parquet(second.stages["synthesis"]["manifest"])
+    assert all(Path(p).is_relative_to(copy.resolve()) and Path(p).is_file() for p in synthetic["path"])
+    old_record = read_run_record(copy / "demo" / "history" / first.run_dir.name)  # the copied run's record
+    assert Path(old_record["stages"]["synthesis"]["manifest"]).is_relative_to(copy)
+    assert main(["report", "--domain", "demo", "--runs-root", str(copy), "--run",
+                 str(copy / "demo" / "history" / first.run_dir.name)]) == 0
+    assert snapshot(moved) == before
+
+
+def test_a_copied_store_with_a_damaged_synthetic_image_names_it(tmp_path: Path) -> None:
+    from pipeline.generator.stage import _relisted_here
     from pipeline.generator.synthesis import image_relpath
+    from pipeline.integrity import file_sha256
     from pipeline.store import atomic_write_table
 
     original = tmp_path / "original" / "synthesis" / "k"
     rel = [image_relpath(0, "正常", 0), image_relpath(1, "肿瘤", 0)]
+    for index, name in enumerate(rel):
+        (original / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4), 40 * index).save(original / name)
     table = pd.DataFrame({"path": [str((original / r).resolve()) for r in rel], "relpath": rel,
-                          "label": ["正常", "肿瘤"], "class_index": [0, 1], "index": [0, 0], "sha256": ["a", "b"]})
+                          "label": ["正常", "肿瘤"], "class_index": [0, 1], "index": [0, 0],
+                          "sha256": [file_sha256(original / r) for r in rel]})
     atomic_write_table(original / "manifest.parquet", table)
-    assert _current_layout(original / "manifest.parquet")
+    assert not _relisted_here(original / "manifest.parquet")  # its own images: nothing to do
     copy = Path(shutil.copytree(tmp_path / "original", tmp_path / "copy")) / "synthesis" / "k"
-    capfd.readouterr()
-    assert not _current_layout(copy / "manifest.parquet")  # b64a618: reused, reading original/'s PNGs
-    assert capfd.readouterr().err.strip() == (f"synth-augment: {copy / 'manifest.parquet'} lists images of another "
-                                              f"store folder (copied or moved); re-listing this one's")
+    (copy / rel[1]).write_bytes(b"damaged")
+    with pytest.raises(DataError) as caught:
+        _relisted_here(copy / "manifest.parquet")
+    assert re.fullmatch(rf"{re.escape(str((copy / rel[1]).resolve()))} differs from the image recorded \(sha256 "
+                        rf"[0-9a-f]{{12}}, recorded {table['sha256'][1][:12]}\); delete {re.escape(str(copy))} to "
+                        rf"synthesise the set again", str(caught.value))
 
 
 def test_report_refuses_to_render_beside_an_edited_results_table(tmp_path: Path, phantom_dir: Path,

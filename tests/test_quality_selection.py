@@ -73,7 +73,7 @@ def test_selection_writes_its_plan_once_and_the_synthesis_key_follows_it(phantom
     assert plan["images_per_class"] == 2 and plan["images_per_candidate"] == 2 * plan["classes"]
     assert plan["images_per_class_needed"] > 2 and str(plan["images_per_class_needed"]) in plan["warnings"][0]
     assert (plan["guidance_scale"], plan["strength"]) == (first.summary["guidance_scale"], first.summary["strength"])
-    exported = ClassConditionalPipeline.from_pretrained(plan["pipeline"])
+    exported = ClassConditionalPipeline.from_pretrained(plan_file.parent / plan["pipeline"])
     assert exported.config.guidance_scale == plan["guidance_scale"] and exported.config.strength == plan["strength"]
     assert planned_synthesis_key(config, generator) == first.key  # the flow's cache key is the stage's key
 

@@ -101,14 +101,20 @@ def read_plan(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     plan = read_json(path)
-    folder = Path(plan.get("pipeline", ""))
+    folder = chosen_folder(plan, path)
     if not (folder / "model_index.json").is_file() or folder_sha256(folder) != plan.get("pipeline_hash"):
         return None
     return plan
 
 
+def chosen_folder(plan: dict[str, Any], path: Path) -> Path:
+    """The chosen pipeline's folder: beside the plan file, wherever the store now is (a plan written before
+    issue 19 holds an absolute path; only its name is used, so a copied store never reads the original's)."""
+    return path.parent / Path(str(plan.get("pipeline", ""))).name
+
+
 def selection_from_plan(plan: dict[str, Any], path: Path, generator: GeneratorOutput) -> Selection:
-    chosen = dataclasses.replace(generator, pipeline_path=Path(plan["pipeline"]), pipeline_hash=plan["pipeline_hash"],
+    chosen = dataclasses.replace(generator, pipeline_path=chosen_folder(plan, path), pipeline_hash=plan["pipeline_hash"],
                                  cached=True)
     return Selection(chosen, float(plan["guidance_scale"]), plan["strength"], plan, path, plan_hash(plan))
 
@@ -153,7 +159,7 @@ def select_settings(config: DomainConfig, generator: GeneratorOutput, real: Real
     plan = {"schema": PLAN_SCHEMA, "checkpoint_step": first["checkpoint_step"],
             "guidance_scale": first["guidance_scale"], "strength": strength,
             "generator_hash": generator.pipeline_hash, "chosen_checkpoint_hash": chosen_output.pipeline_hash,
-            "pipeline": str(target), "pipeline_hash": folder_sha256(target),
+            "pipeline": target.name, "pipeline_hash": folder_sha256(target),
             "reference_cv_accuracy": reference_out.summary["cv_accuracy"], "reference_key": reference_out.key,
             "tolerance": syn.select_tolerance, "diversity_weight": syn.select_diversity_weight,
             "score": "CAS - gap + diversity_weight * novelty (pipeline.generator.select_score)",

@@ -31,8 +31,9 @@ from pipeline.generator.sampling import load_pipeline, training_data_of
 from pipeline.generator.synthesis import RealSample, check_labels_distinct, image_relpath, synthesize
 from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
 from pipeline.image_tensors import domain_cache_dir
-from pipeline.stages import load_split
+from pipeline.integrity import file_sha256
 from pipeline.locks import notice
+from pipeline.stages import load_split
 from pipeline.store import (COMPLETE_MARKER, RunStore, atomic_save_with, atomic_write_json, atomic_write_table,
                             read_json, read_table)
 
@@ -256,6 +257,8 @@ def _synthesize_or_reuse(config: DomainConfig, generator: GeneratorOutput, real:
     manifest_path = directory / "manifest.parquet"
     if store.is_complete(SYNTHESIS_STAGE, key) and manifest_path.is_file() and _current_layout(manifest_path):
         summary = store.read_summary(SYNTHESIS_STAGE, key)
+        if _relisted_here(manifest_path):  # a copied or moved store: its own PNGs, never the original's
+            store.mark_complete(SYNTHESIS_STAGE, key, summary)
         if summary.get("per_class") == config.synthesis.per_class:
             if selection is not None:  # this run's choice (the stored set may come from a run without selection)
                 summary = {**summary, "selection": selection.record}
@@ -297,11 +300,24 @@ def _current_layout(manifest_path: Path) -> bool:
     if list(manifest["relpath"]) != expected:
         notice(f"{manifest_path} uses the old class folder names; re-synthesising into per-class folders")
         return False
-    here = [str((manifest_path.parent / rel).resolve()) for rel in manifest["relpath"]]
-    if list(manifest["path"].astype(str)) != here:  # a copied or moved store: never read the original's images
-        notice(f"{manifest_path} lists images of another store folder (copied or moved); re-listing this one's")
-        return False
     check_labels_distinct(manifest, manifest_path)
+    return True
+
+
+def _relisted_here(manifest_path: Path) -> bool:
+    """Point a copied or moved store's manifest at its own images (verified against the recorded sha256);
+    True when it was re-listed. A missing or changed image is a one-line error naming it."""
+    manifest = read_table(manifest_path)
+    here = [str((manifest_path.parent / rel).resolve()) for rel in manifest["relpath"]]
+    if list(manifest["path"].astype(str)) == here:
+        return False
+    notice(f"{manifest_path} lists images of another store folder (copied or moved); re-listing this one's")
+    for path, recorded in zip(here, manifest["sha256"].astype(str)):
+        found = file_sha256(path) if Path(path).is_file() else None
+        if found != recorded:
+            what = "is missing" if found is None else f"differs from the image recorded (sha256 {found[:12]}, recorded {recorded[:12]})"
+            raise DataError(f"{path} {what}; delete {manifest_path.parent} to synthesise the set again")
+    atomic_write_table(manifest_path, manifest.assign(path=here))
     return True
 
 

@@ -28,7 +28,8 @@ Outputs (the report reads ``quality.json``; tables also as CSV beside the parque
                    per class, to the smaller of the two, so both comparisons have the same sample sizes)
     higher_is_better   bool (ms_ssim: neither; lower = more diverse, compare with the reference)
 
-``per_image.parquet``, one row per synthetic image: path, relpath, label, sha256, pixel_distance,
+``per_image.parquet``, one row per synthetic image: relpath (inside the synthesis folder: no absolute path,
+so a copied store names its own files), label, sha256, pixel_distance,
 pixel_neighbour (relpath of the nearest training image), feature_distance, feature_neighbour,
 memorised (bool), predicted, confidence, agrees (bool), confidently_wrong (bool).
 
@@ -316,8 +317,7 @@ def _measure(config: DomainConfig, split: Split, synthetic: pd.DataFrame, class_
     memorised = np.zeros(len(synthetic), dtype=bool)
     for result in spaces.values():
         memorised |= result.flagged
-    per_image = pd.DataFrame({"path": synthetic["path"].astype(str),
-                              "relpath": synthetic.get("relpath", synthetic["path"]).astype(str),
+    per_image = pd.DataFrame({"relpath": synthetic.get("relpath", synthetic["path"]).astype(str),
                               "label": labels_s, "sha256": synthetic["sha256"].astype(str)})
     for name, result in spaces.items():
         per_image[f"{name}_distance"] = result.distances

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.store import read_json
+from pipeline.run_record import read_run_record
 from reports.lime_explain import (KINDS, explain, explain_stage, load_explanations, load_fit, map_similarity,
                                   segmenter, select_real, settings_with, top_evidence,
                                   top_region)
@@ -14,7 +14,7 @@ from reports.lime_explain import (KINDS, explain, explain_stage, load_explanatio
 
 @pytest.fixture(scope="module")
 def stored(finished_run):
-    stages = read_json(finished_run.run_dir / "run.json")["stages"]
+    stages = read_run_record(finished_run.run_dir)["stages"]
     records, arrays, comparison, summary = load_explanations(stages["explain"]["directory"])
     return stages, records, arrays, summary
 

@@ -13,7 +13,7 @@ from report_helpers import CLASSES, EVIL_CLASS, EVIL_FILE
 from report_html_parse import parse
 
 from pipeline.cli import main
-from pipeline.store import read_json
+from pipeline.run_record import read_run_record
 from reports.html import SECTIONS
 from reports.paired import compare, holm
 
@@ -23,7 +23,7 @@ def _html(finished_run) -> str:
 
 
 def test_run_writes_the_report_and_records_every_stage(finished_run) -> None:
-    record = read_json(finished_run.run_dir / "run.json")
+    record = read_run_record(finished_run.run_dir)
     assert list(finished_run.record.stages) == ["ingest", "split", "generator", "synthesis", "quality", "classifiers",
                                                 "explain", "report"]
     assert set(record["stages"]) == set(finished_run.record.stages)
@@ -51,7 +51,7 @@ def test_every_section_in_order_and_every_table_has_header_cells(finished_run) -
 
 
 def test_answer_table_equals_results_file_and_paired_test(finished_run) -> None:
-    stages = read_json(finished_run.run_dir / "run.json")["stages"]
+    stages = read_run_record(finished_run.run_dir)["stages"]
     results = pd.read_parquet(stages["classifiers"]["results"])
     results["fold"] = results["fold"].astype(str)
     # expected choice, computed here from the fold rows: the lowest mean validation loss per arm (select_on default)
@@ -88,7 +88,7 @@ def test_answer_table_equals_results_file_and_paired_test(finished_run) -> None:
 
 
 def test_results_data_and_evidence_tables_equal_the_files(finished_run) -> None:
-    stages = read_json(finished_run.run_dir / "run.json")["stages"]
+    stages = read_run_record(finished_run.run_dir)["stages"]
     page = parse(_html(finished_run))
     results = pd.read_parquet(stages["classifiers"]["results"])
     ensemble = results[results["fold"].astype(str) == "ensemble"].set_index(["arm", "architecture"])
@@ -165,7 +165,7 @@ def test_missing_stages_render_as_not_run(finished_run, tmp_path) -> None:
 
     run_dir = tmp_path / "demo" / "history" / "20990101T000000.000000Z"
     run_dir.mkdir(parents=True)
-    record = read_json(finished_run.run_dir / "run.json")
+    record = read_run_record(finished_run.run_dir)
     record["stages"] = {k: v for k, v in record["stages"].items() if k in ("ingest", "split")}
     (run_dir / "run.json").write_text(json.dumps(record))
     page = parse(report_stage(None, run_dir).path.read_text(encoding="utf-8"))
