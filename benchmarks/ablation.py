@@ -43,6 +43,7 @@ import pandas as pd  # noqa: E402
 
 from pipeline.config import ClassifierConfig, DomainConfig, deep_merge, load_domain_config  # noqa: E402
 from pipeline.run import run_domain  # noqa: E402
+from pipeline.run_record import read_run_record  # noqa: E402
 from pipeline.store import atomic_write_json, atomic_write_text, read_table  # noqa: E402
 
 RESULTS_DIR = ROOT / "benchmarks" / "results" / "ablation"
@@ -219,7 +220,7 @@ def write_grid(domain: str, row: dict[str, Any], per_row: int = 8) -> Path:
     """Real (the 20% sample) vs synthetic images per class of one finished row, same gray scale, 64 px."""
     from reports.grids import class_grid
 
-    record = json.loads((Path(row["run_dir"]) / "run.json").read_text())["stages"]
+    record = read_run_record(row["run_dir"])["stages"]
     split = read_table(record["split"]["split"])
     train = split[split["split"] == "train"].sort_values("sha256")
     synthetic = read_table(record["synthesis"]["manifest"])
@@ -234,6 +235,67 @@ def write_grid(domain: str, row: dict[str, Any], per_row: int = 8) -> Path:
 
 _ARCH_NAME = re.compile(r" \([\w.+-]+\)")  # "(resnet18)" in the report's sentences: one architecture here
 ARMS_ORDER = ("synthetic", "real", "real+aug", "real+synthetic", "synthetic->real")
+
+# The shipped decisions that were once promoted on held-out results (issue 18), re-made on the development
+# images only: (what was decided, the row without it, the row with it, the arms it is judged on).
+DECISIONS: list[tuple[str, int, int, tuple[str, ...]]] = [
+    ("v-prediction + Min-SNR-5 + EMA power 1 (every profile's generator default)", 3, 4,
+     ("synthetic", "real+synthetic")),
+    ("selected guidance & checkpoint (synthesis.select)", 4, 5, ("synthetic", "real+synthetic")),
+    ("real-seeded synthesis (synthesis.mode; not a shipped default)", 5, 6, ("synthetic", "real+synthetic")),
+    ("the cpu-medium budget against the 500-step rows", 6, 9, ("synthetic", "real+synthetic")),
+    ("select_on: val_accuracy (cpu-medium) against val_loss", 9, 10, ("synthetic", "real", "real+synthetic")),
+]
+
+
+def set_predictions(run_dir: str, set_name: str) -> dict[str, Any] | None:
+    """Per arm, the fold-ensemble predictions of the architecture chosen on validation on the ``dev`` or
+    ``test`` images, with their labels and clusters (from the files the row's run left)."""
+    import numpy as np
+
+    from classifiers.cv import groups_of
+    from reports.html import chosen_ensembles
+
+    stages = read_run_record(run_dir)["stages"]
+    results_path = Path(stages["classifiers"]["results"])
+    manifest = results_path.parent / f"{set_name}_manifest.parquet"
+    if not manifest.is_file():
+        return None
+    results = read_table(results_path)
+    results["fold"] = results["fold"].astype(str)
+    table = pd.read_parquet(manifest)
+    class_names = [c[len("support["):-1] for c in results.columns if c.startswith("support[")]  # as the report reads them
+    labels = np.array([list(class_names).index(str(v)) for v in table["label"]])
+    preds = {}
+    for row in chosen_ensembles(results).itertuples():
+        probs = [np.load(results_path.parent / "scores" / set_name / f"{key}.npy") for key in str(row.fit_key).split(",")]
+        preds[str(row.arm)] = np.mean(np.stack(probs), axis=0).argmax(axis=1)
+    return {"labels": labels, "clusters": groups_of(table), "preds": preds}
+
+
+def decisions(payload: dict[str, Any], resamples: int = 2000) -> list[dict[str, Any]]:
+    """Each decision on the development images: the dev accuracy difference (with - without) per arm, a
+    paired test (exact or clustered McNemar, bootstrap CI), Holm-corrected across every comparison made."""
+    from reports.paired import compare, holm
+
+    raw, meta = {}, {}
+    for name, before, after, arms in DECISIONS:
+        rows = payload["rows"].get(str(before)), payload["rows"].get(str(after))
+        if not all(r and "dev" in r for r in rows):
+            continue
+        sets = [set_predictions(r["run_dir"], "dev") for r in rows]
+        if not all(sets):
+            continue
+        assert (sets[0]["labels"] == sets[1]["labels"]).all(), "rows of one domain share the development images"
+        for arm in arms:
+            if arm in sets[0]["preds"] and arm in sets[1]["preds"]:
+                label = f"{name} | {arm}"
+                raw[label] = compare(sets[0]["labels"], sets[0]["preds"][arm], sets[1]["preds"][arm], resamples,
+                                     int(rows[1].get("seed") or 0), clusters=sets[0]["clusters"])
+                meta[label] = {"decision": name, "arm": arm, "rows": [before, after]}
+    corrected = holm(raw)
+    return [{**meta[label], **corrected[label].to_dict(), "words": corrected[label].words(f"row {meta[label]['rows'][1]} "
+             f"vs row {meta[label]['rows'][0]}, {meta[label]['arm']}")} for label in corrected]
 
 
 def markdown(domain: str, payload: dict[str, Any]) -> str:
@@ -266,16 +328,19 @@ def markdown(domain: str, payload: dict[str, Any]) -> str:
             selections.append(f"- row {r['row']}: chose checkpoint step {sel['checkpoint_step']}, guidance "
                               f"{sel['guidance_scale']}" + (f", strength {sel['strength']}" if sel.get("strength") else "")
                               + f" (reference CV accuracy {sel['reference_cv_accuracy']:.3f}). Candidates: {cands}")
+    decision_lines = "\n".join(f"- {d['decision']}: {d['words']}" for d in payload.get("decisions", []))
     paired_lines = "\n".join(f"- row {r['row']}: " + "; ".join(_ARCH_NAME.sub("", w) for w in r["paired"])
                              for r in rows if r.get("paired"))
     return f"""# Ablation: {domain}
 
 Command(s): {'; '.join(f'`{c}`' for c in payload['commands'])}
 
-Rows marked "held-out-selected" scored the held-out real 80% ({payload.get('n_test', '?')} images) and were
+Rows marked "held-out-selected" scored the held-out real 80% ({payload.get('n_held_out', payload.get('n_test', '?'))} images) and were
 promoted on it, one seed each: exploration, not unbiased estimates (issue 18). Rows marked "dev split"
-hold out a development half of that 80%: "dev" (where decisions are made) and "test" (quoted only for
-the final configuration). Ensemble accuracy of the fold models (macro-F1 in brackets), fold mean +- std
+hold out a development half of that 80% ({payload.get('n_dev', '?')} images; test: the other
+{payload.get('n_test', '?')}): "dev" (where decisions are made) and "test" (never used for a decision; the
+README quotes only the final configuration's). Each dev-split row names its seed: one seed per row unless
+a row is listed again as "<row>-seed<S>". Ensemble accuracy of the fold models (macro-F1 in brackets), fold mean +- std
 beside it for the older rows. Rows are cumulative. Signal: the selection signal of the row's
 synthetic set against the real 20% sample only (CAS = mean per-class agreement of the reference
 classifier; gap = mean |synthetic - real| of per-class mean / std / background, pixels in [0, 1]).
@@ -283,6 +348,16 @@ classifier; gap = mean |synthetic - real| of per-class mean / std / background, 
 {chr(10).join(lines)}
 
 Code: {payload.get('code', 'this checkout')}
+
+## Decisions, made on the development images only
+
+Each shipped decision that was once promoted on held-out results, re-made on the development half
+({payload.get('n_dev', '?')} images): the row with the change against the row without it, per arm, paired
+on the same development images (exact McNemar, or clustered McNemar when patients or near-duplicate
+groups exist; 95% paired-bootstrap CI), Holm-corrected across every comparison listed. Test images are
+not read here.
+
+{decision_lines or '- no decision has both of its rows on the development split yet'}
 
 ## Sample grids (real 20% sample vs synthetic, one gray scale, 64 px)
 
@@ -340,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grids", action="store_true", help="only write the sample grids of finished rows")
     parser.add_argument("--paired", action="store_true",
                         help="only (re)compute the paired tests of finished rows from their stored predictions")
+    parser.add_argument("--decisions", action="store_true",
+                        help="only (re)compute the decisions on the development images from finished rows")
     parser.add_argument("--dev-fraction", type=float, default=DEV_FRACTION,
                         help="share of the held-out side used as the development set (decisions read only it)")
     parser.add_argument("--seed", type=int, default=None, help="run the rows on this seed (stored as <row>-seed<S>)")
@@ -359,11 +436,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {write_grid(args.domain, payload['rows'][str(number)])}")
         atomic_write_text(RESULTS_DIR / f"{args.domain}.md", markdown(args.domain, payload))  # it lists the grids
         return 0
+    if args.decisions:
+        payload["decisions"] = decisions(payload)
+        atomic_write_json(out_json, payload)
+        atomic_write_text(RESULTS_DIR / f"{args.domain}.md", markdown(args.domain, payload))
+        print("\n".join(d["decision"] + ": " + d["words"] for d in payload["decisions"]))
+        return 0
     if args.paired:
         for number in wanted:
             if str(number) in payload["rows"]:
                 row = payload["rows"][str(number)]
-                run = json.loads((Path(row["run_dir"]) / "run.json").read_text())
+                run = read_run_record(row["run_dir"])
                 row["paired"] = row_paired(run["stages"], args.domain, int(run["meta"]["seed"]),
                                            config=row_config(args.domain, number - 1, args.runs_root))
         atomic_write_json(out_json, payload)
@@ -384,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
         row["command"] = command
         payload["rows"][name] = row
         payload["n_test"] = row["n_test"]  # the held-out real 80%: the same for every row of a domain
+        payload["n_dev"] = row.get("n_dev", 0)
+        payload["n_held_out"] = row["n_test"] + row.get("n_dev", 0)
+        payload["decisions"] = decisions(payload)
         if command not in payload["commands"]:
             payload["commands"].append(command)
         atomic_write_json(out_json, payload)
