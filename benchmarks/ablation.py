@@ -307,8 +307,8 @@ def markdown(domain: str, payload: dict[str, Any]) -> str:
         for arm in ARMS_ORDER:
             if "dev" in r:  # development-split rows: decide on dev, quote test only for the final row
                 d, t = r["dev"].get(arm), r["test"].get(arm)
-                cells.append(f"dev {d['accuracy']:.3f} ({d['f1_macro']:.3f}) / test {t['accuracy']:.3f}"
-                             if d and t else "-")
+                test = f" / test {t['accuracy']:.3f}" if t and r["row"] == len(ROWS) else ""
+                cells.append(f"dev {d['accuracy']:.3f} ({d['f1_macro']:.3f}){test}" if d else "-")
                 continue
             a = r["arms"].get(arm)
             cells.append(f"{a['accuracy']:.3f} ({a['f1_macro']:.3f}), folds {a['accuracy_mean']:.3f}+-{a['accuracy_std']:.3f}"
@@ -338,8 +338,8 @@ Command(s): {'; '.join(f'`{c}`' for c in payload['commands'])}
 Rows marked "held-out-selected" scored the held-out real 80% ({payload.get('n_held_out', payload.get('n_test', '?'))} images) and were
 promoted on it, one seed each: exploration, not unbiased estimates (issue 18). Rows marked "dev split"
 hold out a development half of that 80% ({payload.get('n_dev', '?')} images; test: the other
-{payload.get('n_test', '?')}): "dev" (where decisions are made) and "test" (never used for a decision; the
-README quotes only the final configuration's). Each dev-split row names its seed: one seed per row unless
+{payload.get('n_test', '?')}): "dev" (where decisions are made) and "test" (never used for a decision; shown
+only for row {len(ROWS)}, the final configuration). Each dev-split row names its seed: one seed per row unless
 a row is listed again as "<row>-seed<S>". Ensemble accuracy of the fold models (macro-F1 in brackets), fold mean +- std
 beside it for the older rows. Rows are cumulative. Signal: the selection signal of the row's
 synthetic set against the real 20% sample only (CAS = mean per-class agreement of the reference

@@ -49,3 +49,20 @@ def test_cpu_medium_rows_run_the_shipped_cpu_medium_settings(domain: str, tmp_pa
         assert getattr(row.classifiers, field) == getattr(shipped.classifiers, field), field
     assert row.split.cv_folds == shipped.split.cv_folds and shipped.classifiers.select_on == "val_accuracy"
     assert row.synthesis.mode == "real-seeded" and row.generator.ema_decay == 0.99  # the two stated differences
+
+
+def test_the_table_quotes_test_accuracy_only_for_the_final_row() -> None:
+    """Dev-split rows show development accuracy; the held-out test number appears for the final row alone."""
+    arm = {"accuracy": 0.5, "f1_macro": 0.5}
+    final = len(ablation.ROWS)
+
+    def row(number: int) -> dict:
+        return {"row": number, "name": f"r{number}", "arms": {"real": arm}, "dev": {"real": {**arm, "accuracy": 0.61}},
+                "test": {"real": {**arm, "accuracy": 0.77}}, "signal": {"cas": 0.5, "gap": 0.1},
+                "compute_minutes": 1.0, "seed": 1}
+
+    payload = {"rows": {"4": row(4), str(final): row(final)}, "commands": [], "shrinks": ""}
+    lines = {int(line.split("|")[1]): line for line in ablation.markdown("d", payload).splitlines()
+             if line.startswith("| ") and line.split("|")[1].strip().isdigit()}
+    assert "dev 0.610" in lines[4] and "0.770" not in lines[4]
+    assert "dev 0.610 (0.500) / test 0.770" in lines[final]
