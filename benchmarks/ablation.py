@@ -3,7 +3,7 @@
     python benchmarks/ablation.py --domain brain-mri --data ../shared/data/brain-mri --runs-root /tmp/ablation-runs
 
 Rows are cumulative (each adds one change to the row above); every row runs the whole pipeline
-through ``pipeline.run.run_domain`` and, because stages are cached by content, reuses whatever did
+through ``flows.run.run_domain`` and, because stages are cached by content, reuses whatever did
 not change (the same generator across sampler rows, the same real-arm fits across generator rows).
 Writes, after every finished row (so a partial run still leaves results):
 
@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))  # the checkout, ahead of benchmarks/ (whose class
 import pandas as pd  # noqa: E402
 
 from pipeline.config import ClassifierConfig, DomainConfig, deep_merge, load_domain_config  # noqa: E402
-from pipeline.run import run_domain  # noqa: E402
+from flows.run import run_domain  # noqa: E402
 from pipeline.run_record import read_run_record  # noqa: E402
 from pipeline.store import atomic_write_json, atomic_write_text, read_table  # noqa: E402
 

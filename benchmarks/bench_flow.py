@@ -68,7 +68,7 @@ def _fresh_root(work: Path, name: str, extra: list[str]) -> Path:
 
 
 def measure(which: list[str], work: Path, extra: list[str]) -> dict[str, Any]:
-    cli = [sys.executable, "-m", "pipeline.cli"]
+    cli = [sys.executable, "-m", "flows.cli"]
     env = _env()
     out: dict[str, Any] = {}
     if "plain" in which:

@@ -30,7 +30,7 @@ from pipeline.generator.sampling import image_seed, load_pipeline  # noqa: E402
 from pipeline.generator.synthesis import render  # noqa: E402
 from pipeline.generator.stage import real_sample, train_generator_stage  # noqa: E402
 from pipeline.quality.signals import class_statistics, intensity_gap  # noqa: E402
-from pipeline.run import run_domain  # noqa: E402
+from flows.run import run_domain  # noqa: E402
 from pipeline.store import atomic_write_json, atomic_write_text  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {

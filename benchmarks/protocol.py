@@ -4,7 +4,7 @@
     python -m benchmarks.protocol --domain covid-ct --budget cpu-full --data /path/to/covid-ct
 
 Runs every stage (ingest, validate, split, generator, synthesis, the four classifier arms,
-held-out evaluation) through ``pipeline.run.run_domain`` and writes, under
+held-out evaluation) through ``flows.run.run_domain`` and writes, under
 ``benchmarks/results/protocol/<domain>-<budget>/``:
 
     results.json   everything below, plus the command, the resolved config and the run record
@@ -29,7 +29,7 @@ from typing import Any
 
 from pipeline.config import DomainConfig, load_domain_config
 from pipeline.errors import SynthAugmentError
-from pipeline.run import RunRecord, run_domain
+from flows.run import RunRecord, run_domain
 from pipeline.store import atomic_write_json, atomic_write_text, read_table
 from reports.grids import class_grid
 from reports.protocol_table import STUDY_TABLE2, aggregate, departures_from_study, markdown_table

@@ -16,7 +16,7 @@ import pandas as pd
 
 
 def register(sub: Any, parents: Any) -> None:
-    """Add the ``classifiers`` sub-command to the main parser (see pipeline.cli)."""
+    """Add the ``classifiers`` sub-command to the main parser (see flows/cli.py)."""
     cmd = sub.add_parser("classifiers", parents=[parents.domain], help="train and evaluate the CNN panel (all arms)",
                          description=__doc__.split("\n\n")[0])
     cmd.add_argument("--synthetic", default=None, help="synthetic manifest (parquet/CSV: path, label, sha256)")
@@ -25,7 +25,7 @@ def register(sub: Any, parents: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from classifiers.stage import ENSEMBLE, classifiers_stage
-    from pipeline.cli import config_from_args
+    from pipeline.cli_args import config_from_args
     from pipeline.stages import ingest_stage, split_stage
 
     config = config_from_args(args)

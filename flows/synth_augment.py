@@ -3,7 +3,7 @@
     prefect deployment run synth-augment/brain-mri --param data=/data/brain-mri     # via prefect.yaml
     synth-augment demo                                                              # in-process, no server
 
-One stage sequence (``pipeline.run.STAGES``) drives both front doors: ``run_domain`` calls each
+One stage sequence (``flows.run.STAGES``) drives both front doors: ``run_domain`` calls each
 stage in turn, this flow wraps each in a task (a stage added there becomes a task here with no
 change to this file). Tasks take and return small values only: the config, paths, hashes and
 summary dicts of the stage outputs.
@@ -41,11 +41,11 @@ from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
+from flows.preflight import check_before_training
+from flows.run import (ALL_STAGES, STAGES, Stage, device_description, stage_wide_lock, stages_until, start_run,
+                       synthetic_manifest)
 from pipeline.config import DomainConfig, hash_payload, load_domain_config
 from pipeline.errors import ConfigError
-from pipeline.preflight import check_before_training
-from pipeline.run import (ALL_STAGES, STAGES, Stage, code_version, device_description, stage_wide_lock, stages_until,
-                          start_run, synthetic_manifest)
 from pipeline.store import COMPLETE_MARKER, RunStore
 
 FLOW_NAME = "synth-augment"
@@ -188,7 +188,7 @@ def launch_generator_training(config: DomainConfig, data: str | None, processes:
     target = RunStore(config.runs_root, config.name).domain_dir / "generator" / f"launch-{hash_payload(resolved)}.yaml"
     atomic_write_text(target, yaml.safe_dump(resolved, sort_keys=False))
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
-               *(["--multi_gpu"] if processes > 1 else []), "-m", "pipeline.cli", "generator", "train",
+               *(["--multi_gpu"] if processes > 1 else []), "-m", "flows.cli", "generator", "train",
                "--domain", str(target), "--profile", config.profile, "--quiet",
                *(["--data", str(data)] if data is not None else [])]
     get_run_logger().info("generator training: " + " ".join(command))

@@ -46,7 +46,7 @@ def describe(folder: Path) -> dict[str, list[Any]]:
 
 def record_outputs(folder: Path) -> Path:
     """Write ``_OUTPUTS.json`` (before the marker: a marker always has its record)."""
-    from pipeline.store import atomic_write_json
+    from pipeline.atomic import atomic_write_json
 
     return atomic_write_json(folder / "_OUTPUTS.json", {"version": 1, "files": describe(folder)})
 

@@ -27,7 +27,7 @@ def register(sub: Any, parents: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.cli import config_from_args
+    from pipeline.cli_args import config_from_args
     from reports.html import latest_run_dir, report_stage
 
     config = config_from_args(args)

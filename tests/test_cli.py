@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from folder_snapshot import snapshot
-from pipeline.cli import build_parser, main
+from flows.cli import build_parser, main
 
 
 @pytest.mark.parametrize("command", ["demo", "demo-data", "ingest", "validate", "split", "run", "generator",
@@ -61,16 +61,16 @@ def test_run_saves_the_resolved_config(phantom_dir: Path, tmp_path: Path) -> Non
 
 
 def test_console_script_entry_point_runs(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo-data", str(tmp_path / "d"),
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "demo-data", str(tmp_path / "d"),
                              "--per-class", "2", "--size", "32"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "d").rglob("*.png"))) == 8
 
 
 @pytest.mark.parametrize("argv, handler", [
-    (["demo"], "pipeline.cli._demo"), (["demo-data", "out"], "pipeline.cli._demo_data"),
-    (["ingest", "--domain", "demo"], "pipeline.cli._ingest"), (["validate", "--domain", "demo"], "pipeline.cli._ingest"),
-    (["split", "--domain", "demo"], "pipeline.cli._split"), (["run", "--domain", "demo"], "pipeline.cli.<lambda>"),
+    (["demo"], "flows.cli._demo"), (["demo-data", "out"], "flows.cli._demo_data"),
+    (["ingest", "--domain", "demo"], "flows.cli._ingest"), (["validate", "--domain", "demo"], "flows.cli._ingest"),
+    (["split", "--domain", "demo"], "flows.cli._split"), (["run", "--domain", "demo"], "flows.cli.<lambda>"),
     (["generator", "train", "--domain", "demo"], "pipeline.generator.cli.run"),
     (["generator", "grid", "--domain", "demo", "--out", "g.png"], "pipeline.generator.cli.run"),
     (["classifiers", "--domain", "demo"], "classifiers.cli.run"),
@@ -82,7 +82,7 @@ def test_every_command_dispatches_to_the_handler_it_registered(argv: list[str], 
 
 
 def test_budget_option_layers_the_budget(tmp_path: Path) -> None:
-    from pipeline.cli import config_from_args
+    from pipeline.cli_args import config_from_args
 
     args = build_parser().parse_args(["split", "--domain", "brain-mri", "--budget", "cpu-quick",
                                       "--set", "synthesis.per_class=7"])

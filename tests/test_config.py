@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import build_parser, config_from_args
+from flows.cli import build_parser
+from pipeline.cli_args import config_from_args
 from pipeline.config import (CLASSIFIER_ARCHITECTURES, SAMPLERS, DomainConfig, GeneratorConfig, available_budgets,
                              available_domains, from_dict, load_domain_config, parse_override)
 from pipeline.errors import ConfigError

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from folder_snapshot import snapshot
-from pipeline.cli import main
+from flows.cli import main
 from pipeline.config import deep_merge, load_domain_config
 from pipeline.errors import ConfigError, DataError, IntegrityError, TrainingError
 from pipeline.stages import ingest_stage, split_stage
@@ -382,7 +382,7 @@ def test_a_moved_dataset_and_a_copied_store_read_only_their_own_files(tmp_path: 
                                                                      capfd: pytest.CaptureFixture[str]) -> None:
     """b64a618: the split kept the old absolute paths (a moved dataset stopped every later stage), the
     synthesis manifest and run.json named the original store's files (a copy read them)."""
-    from pipeline.run import run_domain
+    from flows.run import run_domain
     from pipeline.run_record import read_run_record
     from pipeline.stages import load_split
 

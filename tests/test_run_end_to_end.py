@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.cli import main
+from flows.cli import main
 from pipeline.config import load_domain_config
 from pipeline.demo_data import PhantomSpec, make_demo_dataset
-from pipeline.run import ALL_STAGES, run_domain
+from flows.run import ALL_STAGES, run_domain
 from pipeline.store import read_json
 
 TINY = {

@@ -21,7 +21,7 @@ from PIL import Image
 
 from pipeline.config import load_domain_config
 from pipeline.demo_data import PhantomSpec, make_demo_dataset
-from pipeline.run import STAGES, start_run
+from flows.run import STAGES, start_run
 from pipeline.split import TEST, assignment_hash
 from pipeline.stages import SplitOutput
 from pipeline.store import atomic_write_json, atomic_write_table, read_json

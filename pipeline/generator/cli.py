@@ -5,7 +5,7 @@
     synth-augment generator grid   --domain D --out grid.png [--per-class 8]
                                                   ... then one row of samples per class, for eyes
 
-On several GPUs: ``accelerate launch --multi_gpu --num_processes N -m pipeline.cli generator train ...``.
+On several GPUs: ``accelerate launch --multi_gpu --num_processes N -m flows.cli generator train ...``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 
 def register(sub: Any, parents: Any) -> None:
-    """Register ``generator`` and its actions on the main CLI's subparsers (see pipeline.cli)."""
+    """Register ``generator`` and its actions on the main CLI's subparsers (see flows/cli.py)."""
     gen = sub.add_parser("generator", help="train the diffusion generator, sample the synthetic set",
                          description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     gsub = gen.add_subparsers(dest="generator_command", required=True, metavar="ACTION")
@@ -34,7 +34,7 @@ def register(sub: Any, parents: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.cli import config_from_args
+    from pipeline.cli_args import config_from_args
     from pipeline.generator.stage import synthesis_stage, train_generator_stage
     from pipeline.stages import ingest_stage, split_stage
 

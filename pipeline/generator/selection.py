@@ -42,7 +42,7 @@ from pipeline.generator.pipeline import ClassConditionalPipeline
 from pipeline.generator.sampling import export_pipeline, image_seed, load_pipeline, make_sampler
 from pipeline.generator.select_score import (choose, images_needed, per_image_components, real_class_statistics,
                                              real_spacing, score_with_se)
-from pipeline.generator.stage import GeneratorOutput
+from pipeline.generator.outputs import GeneratorOutput
 from pipeline.generator.synthesis import RealSample, render
 from pipeline.quality.reference import load_reference, reference_key, reference_stage
 from pipeline.store import RunStore, atomic_write_json, read_json

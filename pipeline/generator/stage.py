@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from pipeline.config import GENERATOR_LEGACY_VALUES, DomainConfig, hash_payload
 from pipeline.errors import DataError
 from pipeline.generator.checkpoint import folder_sha256
 from pipeline.generator.data import check_disjoint, load_training_data, training_order
+from pipeline.generator.outputs import GeneratorOutput, SynthesisOutput
 from pipeline.generator.sampling import load_pipeline, training_data_of
 from pipeline.generator.synthesis import RealSample, check_labels_distinct, image_relpath, synthesize
 from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
@@ -38,26 +38,6 @@ from pipeline.store import (COMPLETE_MARKER, RunStore, atomic_save_with, atomic_
                             read_json, read_table)
 
 GENERATOR_STAGE, SYNTHESIS_STAGE = "generator", "synthesis"
-
-
-@dataclass
-class GeneratorOutput:
-    key: str
-    directory: Path
-    pipeline_path: Path  # the exported ClassConditionalPipeline folder (EMA UNet, scheduler, class names)
-    pipeline_hash: str  # content hash of that folder: the synthesis key depends on it
-    summary: dict[str, Any]
-    cached: bool = False
-    split_path: Path | None = None  # the split it was trained on (real-seeded synthesis and selection read it)
-
-
-@dataclass
-class SynthesisOutput:
-    key: str
-    directory: Path
-    manifest_path: Path  # manifest.parquet (manifest.csv beside it)
-    summary: dict[str, Any]
-    cached: bool = False
 
 
 def generator_key(config: DomainConfig, training_hash: str, class_names: list[str], with_steps: bool = True) -> str:

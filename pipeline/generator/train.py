@@ -12,7 +12,7 @@ readable checkpoint), ``run_steps`` (the loop, checkpointing every ``checkpoint_
 Devices come from accelerate: the CPU here, one GPU with bf16 autocast
 (``generator.mixed_precision: bf16``), or several GPUs with
 
-    accelerate launch --multi_gpu --num_processes 4 -m pipeline.cli generator train --domain brain-mri --profile gpu
+    accelerate launch --multi_gpu --num_processes 4 -m flows.cli generator train --domain brain-mri --profile gpu
 
 where every process draws its own slice of each step's batch (``data.batch_indices``) and only
 the main process writes checkpoints.

@@ -8,7 +8,7 @@ import pytest
 from flows.synth_augment import artifact_slug, fit_task, resolve_config, stage_task, synth_augment
 from pipeline.config import load_domain_config
 from pipeline.errors import ConfigError
-from pipeline.run import ALL_STAGES, STAGES
+from flows.run import ALL_STAGES, STAGES
 
 
 def test_every_stage_of_run_domain_is_a_task_of_the_flow_with_its_tags_and_retries() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from flows.cli import main
 from pipeline.config import GeneratorConfig, load_domain_config
 from pipeline.errors import ConfigError
 from pipeline.generator.model import unet_config

@@ -6,7 +6,7 @@ import pytest
 from report_helpers import TINY, FinishedRun, make_manifest
 
 from pipeline.config import load_domain_config
-from pipeline.run import run_domain
+from flows.run import run_domain
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pandas as pd
 
 from pipeline.config import DomainConfig
 from pipeline.demo_data import PhantomSpec, make_demo_dataset
-from pipeline.run import RunRecord
+from flows.run import RunRecord
 
 EVIL_CLASS = "<script>alert(1)</script>"
 EVIL_FILE = "<img src=x onerror=alert(2)>.png"

@@ -12,7 +12,7 @@ import pytest
 from report_helpers import CLASSES, EVIL_CLASS, EVIL_FILE
 from report_html_parse import parse
 
-from pipeline.cli import main
+from flows.cli import main
 from pipeline.run_record import read_run_record
 from reports.html import SECTIONS
 from reports.paired import compare, holm

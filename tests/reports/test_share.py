@@ -9,7 +9,7 @@ import pandas as pd
 from report_helpers import EVIL_FILE
 from report_html_parse import parse
 
-from pipeline.cli import main
+from flows.cli import main
 from pipeline.run_record import read_run_record
 from reports.html import render_report
 from reports.share import WITHHELD

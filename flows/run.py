@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from pipeline.config import DomainConfig
-from pipeline.preflight import check_before_training
+from flows.preflight import check_before_training
 from pipeline.run_record import write_run_record
 from pipeline.stages import ingest_stage, split_stage
 from pipeline.store import atomic_write_text

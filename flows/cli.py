@@ -13,60 +13,31 @@ User errors (bad config, unusable data) print one clear message and exit with st
 
 Adding a command: a ``register(sub, parents)`` function that calls ``sub.add_parser(...)`` (inheriting
 ``parents.domain`` or ``parents.common``) and ``set_defaults(func=handler)``, where ``handler(args)`` returns
-the exit status (``config_from_args(args)`` resolves the config); then one entry in ``build_parser``.
+the exit status (``pipeline.cli_args.config_from_args(args)`` resolves the config); then one entry in
+``build_parser``. This is the front door (the top floor): it may import every floor below it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import (PROFILES, DomainConfig, available_budgets, available_domains, deep_merge, load_domain_config,
-                             parse_override)
+from classifiers.cli import register as register_classifiers
+from flows.run import ALL_STAGES
+from pipeline.cli_args import Parents, build_parents, config_from_args, overrides_from_args
+from pipeline.config import DomainConfig
 from pipeline.errors import SynthAugmentError
-from pipeline.run import ALL_STAGES
-
-
-@dataclass(frozen=True)
-class Parents:
-    """Shared argument groups a sub-command can inherit: ``common`` (profile, budget, --set, ...) and
-    ``domain`` (common plus --domain and --data)."""
-
-    common: argparse.ArgumentParser
-    domain: argparse.ArgumentParser
+from pipeline.generator.cli import register as register_generator
+from reports.cli import register as register_report
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synth-augment", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--profile", choices=PROFILES, default=None,
-                        help="machine profile (default: the budget's, else cpu)")
-    common.add_argument("--budget", default=None,
-                        help=f"a named budget ({', '.join(available_budgets())}) or a budget YAML path")
-    common.add_argument("--runs-root", default=None, help="run store root (default: config runs_root, ./runs)")
-    common.add_argument("--seed", type=int, default=None, help="override the config's seed")
-    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set split.cv_folds=3 (value parsed as YAML; "
-                             "repeatable)")
-    common.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    domain_args = argparse.ArgumentParser(add_help=False, parents=[common])
-    domain_args.add_argument("--domain", required=True,
-                             help=f"domain name ({', '.join(available_domains())}) or a YAML config path")
-    domain_args.add_argument("--data", default=None, help="dataset: ImageFolder root or CSV/parquet manifest "
-                                                          "(default: the config's data.path)")
-
-    from classifiers.cli import register as register_classifiers
-    from pipeline.generator.cli import register as register_generator
-    from reports.cli import register as register_report
-
-    parents = Parents(common, domain_args)
+    parents = build_parents()
     # a new command: one more here
     for register in (register_core, register_generator, register_classifiers, register_report):
         register(sub, parents)
@@ -125,24 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def config_from_args(args: argparse.Namespace, domain: str | None = None) -> DomainConfig:
-    """The resolved config for a command: ``--domain`` (or ``domain``), ``--profile``, ``--budget``, then
-    ``--set``, ``--runs-root`` and ``--seed`` as the last layer."""
-    return load_domain_config(domain or args.domain, args.profile, overrides_from_args(args), budget=args.budget)
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """``--set``, ``--runs-root`` and ``--seed`` as one overrides mapping."""
-    overrides: dict[str, Any] = {}
-    for text in args.overrides:
-        overrides = deep_merge(overrides, parse_override(text))
-    if args.runs_root is not None:
-        overrides["runs_root"] = args.runs_root
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    return overrides
-
-
 def _demo_data(args: argparse.Namespace) -> int:
     from pipeline.demo_data import PhantomSpec, make_demo_dataset
 
@@ -186,7 +139,7 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _run(config: DomainConfig, data: str | None, quiet: bool, until: str) -> int:
-    from pipeline.run import run_domain
+    from flows.run import run_domain
 
     record = run_domain(config, data, progress=not quiet, until=until)
     _print_run(record.stages, record.run_dir)

@@ -40,7 +40,7 @@ def check_before_training(config: DomainConfig, stages: Sequence[str]) -> None:
     (``GeneratorConfig``); here: every classifier architecture against ``classifiers.image_size``.
     """
     if CLASSIFIER_STAGES & set(stages):
-        from classifiers import zoo  # lazy: the classifier floor sits above this one (as in pipeline.run)
+        from classifiers import zoo  # lazy: torch and timm load only when a run reaches this check
 
         zoo.check_architectures(list(config.classifiers.architectures))
         for name in config.classifiers.architectures:
