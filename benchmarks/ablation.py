@@ -253,7 +253,7 @@ def set_predictions(run_dir: str, set_name: str) -> dict[str, Any] | None:
     ``test`` images, with their labels and clusters (from the files the row's run left)."""
     import numpy as np
 
-    from classifiers.cv import groups_of
+    from pipeline.folds import groups_of
     from reports.html import chosen_ensembles
 
     stages = read_run_record(run_dir)["stages"]

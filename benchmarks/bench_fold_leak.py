@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from classifiers.cv import canonical_order, fold_indices, groups_of
+from pipeline.folds import canonical_order, fold_indices, groups_of
 from classifiers.data import real_sample_manifest
 from classifiers.stage import ENSEMBLE, classifiers_stage
 from pipeline.config import DomainConfig, load_domain_config

@@ -5,7 +5,7 @@
 
 ``--calibrate`` adds the threshold's calibration (simulated copies vs nearest distinct neighbours).
 Ingests the dataset (validation + 256-bit perceptual hashes + grouping, see
-pipeline/quality/near_duplicates.py), then draws the split twice with the same seed: as before this
+pipeline/near_duplicates.py), then draws the split twice with the same seed: as before this
 change (groups ignored: the per-class draw over single images) and as now (groups kept whole). Prints a
 table and writes benchmarks/results/near_duplicates-<domain>.json and a row in near_duplicates.md.
 No torch: decoding and hashing only. With ``--accuracy`` (torch; run it under the CPU lock) it also
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import load_domain_config
-from pipeline.quality.near_duplicates import crossing_groups, group_listing
+from pipeline.near_duplicates import crossing_groups, group_listing
 from pipeline.split import TEST, TRAIN, make_split
 from pipeline.stages import ingest_stage
 from pipeline.store import read_table
@@ -75,7 +75,7 @@ def calibrate(manifest, copies: int = 300, seed: int = 0) -> dict[str, object]:
     from PIL import Image
 
     from pipeline.imageio import read_image
-    from pipeline.quality.near_duplicates import HASH_BITS, hamming_matrix, hash_words, perceptual_hash
+    from pipeline.near_duplicates import HASH_BITS, hamming_matrix, hash_words, perceptual_hash
 
     rng = np.random.default_rng(seed)
     copy_bits = []
@@ -106,7 +106,7 @@ def calibrate(manifest, copies: int = 300, seed: int = 0) -> dict[str, object]:
 def real_arm_accuracy(domain: str, data: str | None, runs_root: str, seed: int | None,
                       architecture: str, splits: tuple[str, ...] = ("old", "new")) -> dict[str, object]:
     """Held-out accuracy of the real arm trained on the old (ungrouped) and the new (grouped) split."""
-    from classifiers.cv import canonical_order
+    from pipeline.folds import canonical_order
     from classifiers.stage import classifiers_stage
     from pipeline.store import atomic_write_json, atomic_write_table
 

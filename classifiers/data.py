@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from classifiers.cv import canonical_order
+from pipeline.folds import canonical_order
 from pipeline.augment import BatchAugment
 from pipeline.config import ClassifierConfig
 from pipeline.errors import DataError

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from classifiers import zoo
 from classifiers.choice import choose_per_arm
-from classifiers.cv import assert_disjoint_from_test
+from pipeline.folds import assert_disjoint_from_test
 from classifiers.export import export_arms
 from classifiers.data import (AUGMENTED, NEEDS_SYNTHETIC, arm_file_name, arm_manifest, dev_manifest,
                               held_out_manifest, load_tensors, read_synthetic_manifest, real_sample_manifest)

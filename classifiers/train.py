@@ -7,7 +7,7 @@ scheduler (Prefect, a Dask cluster) can fan out and a killed run can resume.
 
 A fit is a few named steps (``run_fit`` reads top to bottom):
 
-    load_fit_data   the arm's pool, fold k's training rows and validation rows (classifiers.cv.fold_plan);
+    load_fit_data   the arm's pool, fold k's training rows and validation rows (pipeline.folds.fold_plan);
                     decoded once and cached. A fit never reads a held-out image: scoring frozen fits on the
                     held-out set is classifiers.scoring's job, the one place that reads them
     plan_phases     the step budget: ``budget: steps`` gives every arm ``max_steps`` optimizer steps;
@@ -45,7 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from classifiers import zoo
-from classifiers.cv import FoldPlan, fold_plan
+from pipeline.folds import FoldPlan, fold_plan
 from classifiers.data import PRETRAIN_FINETUNE, BatchMaker, load_tensors
 from classifiers.early_stopping import EarlyStopping
 from classifiers.weights import WeightsChoice, build_model

@@ -125,7 +125,7 @@ class DataConfig(Section):
     min_side: int = Field(32, ge=1)  # images smaller than this on either side are quarantined
     max_pixels: int = Field(80_000_000, ge=1)  # decompression-bomb guard: larger images are quarantined unread
     # perceptual copies (256-bit pHash at most this many bits apart) form one group that the split keeps on
-    # one side; -1 = off. 12 is measured in pipeline/quality/near_duplicates.py
+    # one side; -1 = off. 12 is measured in pipeline/near_duplicates.py
     near_duplicate_bits: int = Field(12, ge=-1, le=128)
 
     def resolve_class_names(self, labels: Iterable[Any]) -> list[str]:

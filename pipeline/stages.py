@@ -19,7 +19,7 @@ from pipeline.config import DomainConfig, hash_payload
 from pipeline.errors import DataError
 from pipeline.ingest import discover
 from pipeline.locks import notice
-from pipeline.quality.near_duplicates import group_listing, group_notes
+from pipeline.near_duplicates import group_listing, group_notes
 from pipeline.split import TEST, TRAIN, Split, make_split, split_key, verify_split
 from pipeline.store import RunStore, atomic_write_json, atomic_write_table, atomic_write_text, read_json, read_table
 from pipeline.validate import ValidationResult, check_protocol_feasible, sha256_file, validate

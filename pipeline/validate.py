@@ -4,7 +4,7 @@ Every candidate file is hashed and fully decoded once. Files that cannot be used
 quarantine table with a reason code and a sentence; nothing in the user's folder is touched.
 Exact duplicates (same sha256) collapse to one file when their labels agree and are all
 quarantined when their labels conflict. Near-duplicates (re-encoded or rescaled copies, found by
-perceptual hash, see ``pipeline.quality.near_duplicates``) are kept but share a ``dup_group`` id, which
+perceptual hash, see ``pipeline.near_duplicates``) are kept but share a ``dup_group`` id, which
 the split treats like a patient id. The run fails fast (``DataError``) only when what
 remains cannot support the protocol.
 """
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from pipeline.config import DataConfig, SplitConfig
 from pipeline.errors import DataError
 from pipeline.imageio import ImageReadError, read_image
-from pipeline.quality.near_duplicates import assign_groups, perceptual_hash
+from pipeline.near_duplicates import assign_groups, perceptual_hash
 
 MANIFEST_COLUMNS = ["path", "relpath", "label", "patient_id", "sha256", "width", "height", "source_mode",
                     "bytes", "phash", "dup_group"]

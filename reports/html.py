@@ -35,7 +35,7 @@ from pipeline.config import DomainConfig, ReportConfig, from_dict
 from pipeline.run_record import read_run_record
 from pipeline.store import atomic_write_text, read_json
 from classifiers.choice import choose_per_arm
-from classifiers.cv import groups_of
+from pipeline.folds import groups_of
 from reports.paired import PairedComparison, compare, holm
 from reports.protocol_table import STUDY_TABLE2, departures_from_study
 from reports.share import SHARED_FILE_NAME, scrub_paths, shareable_context

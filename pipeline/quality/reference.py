@@ -14,7 +14,7 @@ guidance) asks the reference for the class of each synthetic image: a class whos
 the reference does not recognise carries no usable signal for that class.
 
 Training uses the classifier panel's building blocks (classifiers.weights.build_model, timm's
-resolve_input_data_config for the normalisation, classifiers.cv folds on content-hash order) on
+resolve_input_data_config for the normalisation, pipeline.folds folds on content-hash order) on
 the split's TRAIN side only: ``classifiers.architectures[0]`` at ``classifiers.image_size``, ``synthesis.reference_steps``
 AdamW steps per fold (the generator's light flip/affine augmentation), the weights with the
 lowest validation-fold loss kept. It does not reuse the classifier stage's ``real`` arm fits on
@@ -64,7 +64,7 @@ def reference_settings(config: DomainConfig) -> dict[str, Any]:
 
 def reference_stage(config: DomainConfig, split_path: str | os.PathLike[str], progress: bool = False) -> ReferenceOutput:
     """Train (or reuse) the k fold models on the split's TRAIN side; the held-out side is never loaded."""
-    from classifiers.cv import canonical_order, fold_indices, groups_of
+    from pipeline.folds import canonical_order, fold_indices, groups_of
     from classifiers.data import load_tensors
     from pipeline.image_tensors import domain_cache_dir
     from pipeline.stages import load_split

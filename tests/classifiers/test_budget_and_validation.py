@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classifiers.cv import fold_plan
+from pipeline.folds import fold_plan
 from classifiers.data import held_out_manifest, real_sample_manifest
 from classifiers.stage import ENSEMBLE, classifiers_stage
 from pipeline.config import ARMS, DomainConfig

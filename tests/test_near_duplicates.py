@@ -1,4 +1,4 @@
-"""Near-duplicate grouping at ingest and group-aware splitting (pipeline.quality.near_duplicates)."""
+"""Near-duplicate grouping at ingest and group-aware splitting (pipeline.near_duplicates)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.config import load_domain_config
-from pipeline.quality.near_duplicates import (HASH_BITS, assign_groups, crossing_groups, hamming_matrix, hash_words,
+from pipeline.near_duplicates import (HASH_BITS, assign_groups, crossing_groups, hamming_matrix, hash_words,
                                               near_duplicate_groups, perceptual_hash)
 from pipeline.split import TEST, TRAIN, make_split, verify_split
 from pipeline.stages import ingest_stage, split_stage, load_split

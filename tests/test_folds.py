@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classifiers.cv import assert_disjoint_from_test, fold_indices, groups_of
+from pipeline.folds import assert_disjoint_from_test, fold_indices, groups_of
 from classifiers.data import arm_manifest, held_out_manifest, read_synthetic_manifest
 from pipeline.config import DomainConfig
 from pipeline.errors import DataError, LeakageError
