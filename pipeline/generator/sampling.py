@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,27 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 
 from pipeline.config import SAMPLERS, X0_CLIPS, SynthesisConfig
 from pipeline.errors import ConfigError
+from pipeline.generator import pipeline as pipeline_module
 from pipeline.generator.pipeline import ClassConditionalPipeline
 from pipeline.store import atomic_folder
 
+PORTABLE_SOURCE = "pipeline.py"  # diffusers loads it with custom_pipeline="pipeline", trust_remote_code=True
+PORTABLE_CARD = """# Class-conditional diffusion generator (synth-augment)
+
+Classes: {classes}. Needs only torch and diffusers:
+
+```python
+from diffusers import DiffusionPipeline
+
+pipe = DiffusionPipeline.from_pretrained("path/to/this/folder", custom_pipeline="pipeline",
+                                         trust_remote_code=True)
+images = pipe(class_labels=["{first}"] * 4).images   # PIL images; class indices work too
+```
+
+`pipeline.py` is the pipeline's source (its `__call__` is the guided sampling loop); `unet/` and
+`scheduler/` are standard diffusers folders; `training_data.json` lists the sha256 of every training
+image (the generator never saw any other).
+"""
 TRAINING_DATA_FILE = "training_data.json"  # beside model_index.json: the training images' content hashes
 
 
@@ -123,7 +142,17 @@ def export_pipeline(directory: str | os.PathLike[str], unet_kwargs: dict[str, An
     with atomic_folder(directory) as tmp:  # written aside, swapped in: never a moment without a whole folder
         pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / TRAINING_DATA_FILE).write_text(json.dumps({**identity, "sha256s": sha256s}, indent=1))
+        write_portable_files(tmp, class_names)
     return directory
+
+
+def write_portable_files(folder: Path, class_names: list[str]) -> None:
+    """The pipeline's own source beside its weights (diffusers' way to ship a custom pipeline), and a card
+    that says how to load it, so the folder works on a machine without synth-augment."""
+    shutil.copyfile(pipeline_module.__file__, folder / PORTABLE_SOURCE)
+    (folder / "README.md").write_text(PORTABLE_CARD.format(classes=", ".join(map(str, class_names)),
+                                                                           first=str(class_names[0])),
+                                      encoding="utf-8")
 
 
 def load_pipeline(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> ClassConditionalPipeline:

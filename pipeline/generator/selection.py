@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from pipeline.generator.select_score import (choose, images_needed, per_image_co
 from pipeline.generator.outputs import GeneratorOutput
 from pipeline.generator.synthesis import RealSample, render
 from pipeline.quality.reference import load_reference, reference_key, reference_stage
-from pipeline.store import RunStore, atomic_write_json, read_json
+from pipeline.store import RunStore, atomic_folder, atomic_write_json, read_json
 
 SELECTION_STAGE = "selection"
 PLAN_SCHEMA = 1
@@ -185,17 +184,14 @@ def precision_warnings(candidates: list[dict[str, Any]], tolerance: float, per_c
 
 def export_with_defaults(source: Path, target: Path, guidance_scale: float, strength: float | None) -> Path:
     """A copy of the pipeline folder ``source`` whose ``__call__`` defaults are the chosen guidance (and strength),
-    written aside and renamed into place."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    index = json.loads((tmp / "model_index.json").read_text())
-    index["guidance_scale"] = float(guidance_scale)
-    if strength is not None:
-        index["strength"] = float(strength)
-    (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    written aside and swapped into place (never a moment without a whole folder)."""
+    with atomic_folder(target) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        index = json.loads((tmp / "model_index.json").read_text())
+        index["guidance_scale"] = float(guidance_scale)
+        if strength is not None:
+            index["strength"] = float(strength)
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return target
 
 

@@ -41,6 +41,29 @@ print(json.dumps({"project_modules": sorted(m for m in sys.modules if m.split(".
                   "class_names": list(pipe.config.class_names)}))
 """
 
+# A machine without synth-augment: the project's packages cannot be imported (an editable install of this
+# checkout would otherwise provide them), only torch and diffusers; the folder's own pipeline.py is loaded.
+PLAIN_DIFFUSERS_SCRIPT = """
+import importlib.abc, json, sys
+
+class NoProject(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pipeline", "classifiers", "reports", "flows"):
+            raise ImportError(f"{name}: synth-augment is not installed on this machine")
+        return None
+
+sys.meta_path.insert(0, NoProject())
+import numpy as np, torch
+from diffusers import DiffusionPipeline
+
+path, label, seeds, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+pipe = DiffusionPipeline.from_pretrained(path, custom_pipeline="pipeline", trust_remote_code=True)
+images = pipe(class_labels=[label] * len(seeds), generator=[torch.Generator().manual_seed(s) for s in seeds]).images
+np.save(out, np.stack([np.asarray(image) for image in images]))
+print(json.dumps({"class": type(pipe).__name__, "module": type(pipe).__module__,
+                  "project_modules": sorted(m for m in sys.modules if m.split(".")[0] in ("pipeline", "classifiers"))}))
+"""
+
 
 def test_exported_pipeline_reproduces_synthesis_in_a_fresh_process(tmp_path: Path,
                                                                    capfd: pytest.CaptureFixture[str]) -> None:
@@ -83,6 +106,20 @@ def test_exported_pipeline_reproduces_synthesis_in_a_fresh_process(tmp_path: Pat
     assert report["scheduler"] == "DPMSolverMultistepScheduler"
     synthetic = np.stack([np.asarray(Image.open(p)) for p in rows["path"]])
     np.testing.assert_array_equal(np.load(out), synthetic)  # the very pixels of the synthetic set
+
+    # and with plain diffusers on a machine without this project (b64a618: "module diffusers has no
+    # attribute ClassConditionalPipeline"): the folder carries its pipeline's source and a card saying how
+    plain = tmp_path / "plain.npy"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", PLAIN_DIFFUSERS_SCRIPT, str(path), "bottom",
+                           json.dumps(rows["seed"].tolist()), str(plain)], cwd=tmp_path,
+                          env={**env, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "hf-modules")},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["class"] == "ClassConditionalPipeline" and report["project_modules"] == [], report
+    np.testing.assert_array_equal(np.load(plain), synthetic)
+    assert 'custom_pipeline="pipeline"' in (path / "README.md").read_text()
 
     # the export is what the cache trusts: a changed file is named and re-exported, never silently reused
     original = (path / "model_index.json").read_bytes()
