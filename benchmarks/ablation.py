@@ -151,7 +151,7 @@ def row_paired(stages: dict[str, Any], domain: str, seed: int, results: pd.DataF
                config: DomainConfig | None = None) -> list[str]:
     """The report's paired tests on the test images (Holm-corrected), as the report says them."""
     from pipeline.config import ReportConfig
-    from reports.html import answer_section
+    from reports.sections.answer import answer_section
 
     results = read_table(stages["classifiers"]["results"]) if results is None else results
     return answer_section(results, stages, domain, ReportConfig(), seed, config).get("words", [])
@@ -254,7 +254,7 @@ def set_predictions(run_dir: str, set_name: str) -> dict[str, Any] | None:
     import numpy as np
 
     from pipeline.folds import groups_of
-    from reports.html import chosen_ensembles
+    from reports.run_files import chosen_ensembles
 
     stages = read_run_record(run_dir)["stages"]
     results_path = Path(stages["classifiers"]["results"])

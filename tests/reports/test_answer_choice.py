@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import binomtest, chi2
 
 from pipeline.config import DomainConfig, ReportConfig
-from reports.html import answer_section
+from reports.sections.answer import answer_section
 
 N = 60
 CLASSES = ["a", "b"]

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from reports.html import _evidence_interval
+from reports.sections.explanations import evidence_interval as _evidence_interval
 from reports.lime_explain import MIN_EVIDENCE_IMAGES, correlation_interval
 
 
@@ -35,7 +35,7 @@ def test_the_interval_narrows_around_agreeing_maps_and_widens_with_noise() -> No
 
 
 def test_kid_without_a_spread_says_so_instead_of_a_false_zero() -> None:
-    from reports.html import _is_kid, _pm
+    from reports.sections.quality import is_kid as _is_kid, plus_minus as _pm
 
     assert _pm(0.0123, None, spread_expected=True) == "0.012 ± n/a (one subset)"
     assert _pm(0.0123, 0.001) == "0.012 ± 0.001" and _pm(0.0123, None) == "0.012"

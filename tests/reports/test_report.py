@@ -177,7 +177,8 @@ def test_missing_stages_render_as_not_run(finished_run, tmp_path) -> None:
 def test_quality_section_reads_quality_json_and_gate(tmp_path) -> None:
     from PIL import Image
 
-    from reports.html import quality_section, warnings
+    from reports.sections.quality import quality_section
+    from reports.sections.warnings import warnings
 
     (tmp_path / "pairs").mkdir()
     Image.new("L", (20, 8), 128).save(tmp_path / "pairs" / "pair-01.png")
