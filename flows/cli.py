@@ -8,7 +8,7 @@
     synth-augment generator train|sample|grid --domain D   the diffusion generator and the synthetic set
     synth-augment report --domain D          re-render the latest finished run's HTML report (no training)
 
-Every command takes --profile, --budget and --set KEY=VALUE (see pipeline/config.py for the layering).
+Every command takes --profile, --budget and --set KEY=VALUE (see pipeline/config/layering.py for the layering).
 User errors (bad config, unusable data) print one clear message and exit with status 2.
 
 Adding a command: a ``register(sub, parents)`` function that calls ``sub.add_parser(...)`` (inheriting
