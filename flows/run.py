@@ -172,10 +172,10 @@ def _quality(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
 
 
 def _quality_info(out: Any) -> dict[str, Any]:
-    from pipeline.quality.stage import summary_lines
+    from pipeline.quality.gate import summary_lines
 
     return dict(key=out.key, cached=out.cached, report=out.directory / "quality.json", manifest=out.manifest_path,
-                summary=out.summary, gate=out.gate, lines=summary_lines(out))
+                summary=out.summary, gate=out.gate, lines=summary_lines(out.summary, out.gate))
 
 
 def synthetic_manifest(done: dict[str, Any]) -> str | None:

@@ -11,54 +11,8 @@ The key hashes the split, the synthetic set's content hashes, the metric setting
 classifier's key and the extractors' availability; the gate and the filters are applied on every call
 from the stored per-image table, so changing a threshold does not recompute anything.
 
-Outputs (the report reads ``quality.json``; tables also as CSV beside the parquet):
-
-``metrics.parquet``, one row per (metric, extractor, class):
-    metric         frechet_distance | kid | precision | recall | ms_ssim
-    label          what to call it in a report, e.g. "Fréchet distance, domain features" (never "FID" for
-                   anything but Inception-v3)
-    extractor      domain | inception | pixels (ms_ssim is computed on pixels)
-    class          a class name or "all" (classes pooled)
-    synthetic      value for the synthetic set: against real half A (ms_ssim: within the synthetic set)
-    synthetic_std  KID only: std over subsets (None/NaN when both sides fit in one subset: no spread exists)
-    reference      value for real half B against real half A (ms_ssim: within the real sample): what
-                   "good" looks like in this domain
-    reference_std  KID only
-    n_real, n_synthetic, n_reference   images on each side (the synthetic side and half B are subsampled,
-                   per class, to the smaller of the two, so both comparisons have the same sample sizes)
-    higher_is_better   bool (ms_ssim: neither; lower = more diverse, compare with the reference)
-
-``per_image.parquet``, one row per synthetic image: relpath (inside the synthesis folder: no absolute path,
-so a copied store names its own files), label, sha256, pixel_distance,
-pixel_neighbour (relpath of the nearest training image), feature_distance, feature_neighbour,
-memorised (bool), predicted, confidence, agrees (bool), confidently_wrong (bool).
-
-``embedding.parquet``, one row per image (side real | synthetic, sha256, label, fold): the fold model whose
-penultimate layer embedded it (-1: the mean over the folds, only with an injected stand-in reference). Real
-images are embedded out of fold, synthetic ones by a fold model assigned in the same proportions
-(pipeline.quality.oof); the real halves are group-aware (no patient or near-duplicate group on both sides).
-
-``pairs/pair-NN.png``: the closest (synthetic | training) pairs, side by side, for the report.
-
-``quality.json``::
-
-    {"schema": 1, "domain": str, "key": str,
-     "sizes": {"synthetic": int, "real_train": int, "real_half_a": int, "real_half_b": int},
-     "extractors": {name: {"available": bool, "label": str, "note": str}},
-     "metrics": [rows of metrics.parquet],
-     "memorisation": {"quantile": float, "spaces": {"pixel"|"feature": {"threshold": float,
-                      "calibration_median": float}}, "per_class": {class: {"images", "flagged", "fraction"}},
-                      "flagged_fraction": float, "closest_pairs": [{"rank", "image", "synthetic", "training",
-                      "label", "pixel_distance", "feature_distance"}]},
-     "label_consistency": null | {"class_names", "per_class_agreement", "cas", "overall_agreement",
-                                  "confusion" (rows requested, columns predicted), "reference_cv_accuracy"
-                                  (the reference's own cross-validated accuracy on real images: the ceiling
-                                  to read the agreement against)},
-     "notes": [str]}
-
-``gate.json`` (rewritten on every call): {"action", "passed", "checks": [{"metric", "value", "threshold",
-"op", "passed"}], "messages": [...], "filter": {"drop_memorised", "label_filter_confidence", "dropped",
-"dropped_memorised", "dropped_label", "kept", "manifest"}}.
+Outputs: ``quality.json`` and ``gate.json`` (their fields are the typed models of
+``pipeline.quality.schema``, documented there) and the tables listed in that module's docstring.
 """
 
 from __future__ import annotations
@@ -74,18 +28,21 @@ import pandas as pd
 import torch
 
 from pipeline.config import DomainConfig, hash_payload
-from pipeline.errors import DataError, LeakageError, QualityGateError
+from pipeline.errors import DataError, LeakageError
 from pipeline.image_tensors import domain_cache_dir, load_image_tensors
-from pipeline.quality.features import DomainExtractor, ExtractorUnavailable, InceptionExtractor, pixel_features
+from pipeline.quality.features import (DomainExtractor, ExtractorUnavailable, InceptionExtractor,
+                                       pixel_features)
+from pipeline.quality.gate import apply_filters_and_gate, pick_metric
 from pipeline.quality.labels import label_consistency
 from pipeline.quality.memorisation import check_space, flagged_per_class
 from pipeline.quality.metrics import frechet_distance, kernel_distance, ms_ssim_diversity, precision_recall
 from pipeline.quality.oof import MEAN_OF_FOLDS, embedding_table, fold_assignment, real_halves, seed_sha256s
+from pipeline.quality.schema import QualityReport, SCHEMA
 from pipeline.split import Split
-from pipeline.store import RunStore, atomic_write_json, atomic_write_table, read_json, read_table
+from pipeline.store import RunStore, atomic_write_json, atomic_write_table
+
 
 STAGE = "quality"
-SCHEMA = 1
 KEY_VERSION = 2  # 2: out-of-fold domain features and label agreement, group-aware real halves, KID without fake spread
 LABELS = {"kid": "KID (unbiased polynomial-kernel MMD^2)", "precision": "improved precision (k-NN)",
           "recall": "improved recall (k-NN)", "ms_ssim": "MS-SSIM within class (lower = more diverse)"}
@@ -343,8 +300,8 @@ def _measure(config: DomainConfig, split: Split, synthetic: pd.DataFrame, class_
 
     pairs = save_closest_pairs(directory, fake, real, spaces, per_image, train, q.closest_pairs)
     flagged = flagged_per_class(labels_s, memorised, class_names)
-    report = {
-        "schema": SCHEMA, "domain": config.name, "key": key,
+    report = QualityReport.model_validate({
+        "domain": config.name, "key": key,
         "sizes": {"synthetic": int(len(synthetic)), "real_train": int(len(train)), "real_half_a": int(in_a.sum()),
                   "real_half_b": int((~in_a).sum())},
         "extractors": extractor_info,
@@ -357,21 +314,14 @@ def _measure(config: DomainConfig, split: Split, synthetic: pd.DataFrame, class_
         "label_consistency": {**consistency.to_json(), "reference_cv_accuracy": getattr(reference, "cv_accuracy", None)}
         if consistency is not None else None,
         "notes": notes,
-    }
-    atomic_write_json(directory / "quality.json", report)
+    })
+    atomic_write_json(directory / "quality.json", report.to_json())
     return {"synthetic": int(len(synthetic)), "real_train": int(len(train)),
             "extractors": {k: v["available"] for k, v in extractor_info.items()},
-            "flagged_fraction": report["memorisation"]["flagged_fraction"],
+            "flagged_fraction": report.memorisation.flagged_fraction,
             "cas": consistency.cas if consistency is not None else None,
             "reference_cv_accuracy": getattr(reference, "cv_accuracy", None),
-            "domain_fd": _pick(metrics, "frechet_distance", "domain"), "notes": notes}
-
-
-def _pick(metrics: pd.DataFrame, metric: str, extractor: str, klass: str = "all") -> dict[str, float] | None:
-    row = metrics[(metrics["metric"] == metric) & (metrics["extractor"] == extractor) & (metrics["class"] == klass)]
-    if row.empty:
-        return None
-    return {"synthetic": float(row["synthetic"].iloc[0]), "reference": float(row["reference"].iloc[0])}
+            "domain_fd": pick_metric(metrics, "frechet_distance", "domain"), "notes": notes}
 
 
 def save_closest_pairs(directory: Path, fake: torch.Tensor, real: torch.Tensor, spaces: dict[str, Any],
@@ -399,85 +349,3 @@ def save_closest_pairs(directory: Path, fake: torch.Tensor, real: torch.Tensor, 
     return pairs
 
 
-def gate_checks(config: DomainConfig, report: dict[str, Any], metrics: pd.DataFrame) -> list[dict[str, Any]]:
-    g = config.quality.gate
-    checks = []
-
-    def add(metric: str, value: float | None, threshold: float | None, op: str) -> None:
-        if threshold is None:
-            return
-        if value is None or not np.isfinite(value):
-            checks.append({"metric": metric, "value": None, "threshold": threshold, "op": op, "passed": None})
-            return
-        ok = value >= threshold if op == ">=" else value <= threshold
-        checks.append({"metric": metric, "value": float(value), "threshold": threshold, "op": op, "passed": bool(ok)})
-
-    lc = report.get("label_consistency")
-    add("label agreement (CAS, quality.gate.min_label_agreement)", lc["cas"] if lc else None, g.min_label_agreement, ">=")
-    add("memorised fraction (quality.gate.max_memorised_fraction)", report["memorisation"]["flagged_fraction"],
-        g.max_memorised_fraction, "<=")
-    fd = _pick(metrics, "frechet_distance", "domain")
-    ratio = fd["synthetic"] / fd["reference"] if fd and fd["reference"] > 0 else None
-    add("Fréchet distance, domain features: synthetic / real-vs-real (quality.gate.max_domain_fd_ratio)", ratio,
-        g.max_domain_fd_ratio, "<=")
-    recall = _pick(metrics, "recall", "domain")
-    add("improved recall, domain features (quality.gate.min_domain_recall)", recall["synthetic"] if recall else None,
-        g.min_domain_recall, ">=")
-    return checks
-
-
-def apply_filters_and_gate(config: DomainConfig, directory: Path, synthesis_manifest: Path) -> tuple[Path, dict[str, Any]]:
-    """Write gate.json; return the manifest classifiers should use; raise QualityGateError on a failed stop gate."""
-    q = config.quality
-    report = read_json(directory / "quality.json")
-    per_image = read_table(directory / "per_image.parquet")
-    metrics = read_table(directory / "metrics.parquet")
-    drop_memorised = per_image["memorised"].to_numpy(bool) if q.drop_memorised else np.zeros(len(per_image), bool)
-    drop_label = np.zeros(len(per_image), bool)
-    if q.label_filter_confidence is not None and per_image["predicted"].notna().any():
-        drop_label = ((per_image["predicted"] != per_image["label"]) &
-                      (per_image["confidence"] >= q.label_filter_confidence)).to_numpy(bool)
-    dropped = drop_memorised | drop_label
-    manifest_path = synthesis_manifest
-    if dropped.any():
-        source = pd.read_parquet(synthesis_manifest) if synthesis_manifest.suffix == ".parquet" \
-            else pd.read_csv(synthesis_manifest)
-        keep = ~source["sha256"].astype(str).isin(set(per_image.loc[dropped, "sha256"]))
-        name = hash_payload({"drop_memorised": q.drop_memorised, "label_filter": q.label_filter_confidence})
-        manifest_path = atomic_write_table(directory / f"filtered-{name}.parquet", source[keep].reset_index(drop=True))
-    checks = gate_checks(config, report, metrics)
-    failed = [c for c in checks if c["passed"] is False]
-    messages = [f"quality gate: {c['metric']} = {c['value']:.4g}, required {c['op']} {c['threshold']}" for c in failed]
-    messages += [f"quality gate: {c['metric']} could not be evaluated (not measured in this run)"
-                 for c in checks if c["passed"] is None]
-    gate = {"action": q.gate.action, "passed": not failed, "checks": checks, "messages": messages,
-            "filter": {"drop_memorised": q.drop_memorised, "label_filter_confidence": q.label_filter_confidence,
-                       "dropped": int(dropped.sum()), "dropped_memorised": int(drop_memorised.sum()),
-                       "dropped_label": int(drop_label.sum()), "kept": int((~dropped).sum()),
-                       "manifest": str(manifest_path)}}
-    atomic_write_json(directory / "gate.json", gate)
-    if failed and q.gate.action == "stop":
-        raise QualityGateError("; ".join(messages) + f" (quality.gate.action=stop; results in {directory})")
-    return manifest_path, gate
-
-
-def summary_lines(output: QualityOutput) -> list[str]:
-    """A few lines for ``synth-augment run``."""
-    s, lines = output.summary, []
-    fd = s.get("domain_fd")
-    if fd:
-        lines.append(f"Fréchet distance, domain features: synthetic {fd['synthetic']:.3g} vs real-vs-real "
-                     f"{fd['reference']:.3g}")
-    if s.get("cas") is not None:
-        ceiling = s.get("reference_cv_accuracy")
-        lines.append(f"label agreement (CAS) {s['cas']:.3f}" + (f" (the reference classifier's cross-validated "
-                                                                 f"accuracy on real images: {ceiling:.3f})"
-                                                                 if ceiling is not None else ""))
-    lines.append(f"memorised (near-copies of training images) {s['flagged_fraction']:.1%}")
-    filt = output.gate["filter"]
-    if filt["dropped"]:
-        lines.append(f"dropped {filt['dropped']} synthetic images before classifiers "
-                     f"(memorised {filt['dropped_memorised']}, confidently wrong label {filt['dropped_label']})")
-    lines += output.gate["messages"]
-    lines += [n for n in s.get("notes", []) if "skipped" in n]
-    return lines
