@@ -52,7 +52,7 @@ _CLF_FIELDS = set(ClassifierConfig.model_fields)
 # Shared by every row: the shrink of the study's protocol to a 2-core CPU (listed in the .md).
 BASE: dict[str, Any] = {
     "generator": {"checkpoint_every": 100, "keep_checkpoints": 3},
-    "synthesis": {"per_class": 50, "steps": 20, "reference_steps": 150, "select_per_class": 4,
+    "synthesis": {"per_class": 50, "steps": 20, "select_per_class": 4,
                   "guidance_candidates": [1.0, 1.5, 2.0, 3.0], "strength_candidates": [0.4, 0.6, 0.8],
                   "checkpoint_candidates": 2},
     "split": {"cv_folds": 3},
@@ -94,7 +94,7 @@ ROWS: list[tuple[str, dict[str, Any]]] = [
     # lineage's 0.99 (cpu-medium says 0.995) so the 1000-step generator can be continued
     ("cpu-medium budget (generator 2000 steps, shipped selection, 400-step fits)",
      {"generator": {"train_steps": 2000, "checkpoint_every": 250},
-      "synthesis": {"select_per_class": 8, "guidance_candidates": [1.0, 1.25, 1.5, 2.0, 3.0], "reference_steps": 300},
+      "synthesis": {"select_per_class": 8, "guidance_candidates": [1.0, 1.25, 1.5, 2.0, 3.0]},
       "classifiers": {"max_steps": 400, "min_steps": 200, "patience_steps": 100, "arms": STEP_BUDGET["arms"]}}),
     # row 9's synthetic fits all kept step 25-50 of 200-400 (lowest real-fold validation loss: a model
     # trained on synthetic images grows over-confident on real ones while its accuracy still rises);
@@ -124,12 +124,13 @@ def row_signal(config: DomainConfig, record: Any) -> dict[str, Any]:
 
     from pipeline.generator.stage import real_sample
     from pipeline.image_tensors import domain_cache_dir, load_image_tensors
-    from pipeline.quality.reference import classification_accuracy_score, load_reference, reference_stage
+    from classifiers.reference import reference_stage
+    from pipeline.quality.judge import classification_accuracy_score
     from pipeline.quality.signals import class_statistics, intensity_gap
 
     split_path = record.stages["split"]["split"]
     reference_out = reference_stage(config, split_path)
-    reference = load_reference(reference_out.directory)
+    reference = reference_out.load()
     manifest = read_table(record.stages["synthesis"]["manifest"])
     names = list(reference.class_names)
     images = load_image_tensors(manifest["path"].tolist(), manifest["sha256"].tolist(), config.data.mode,
@@ -143,8 +144,7 @@ def row_signal(config: DomainConfig, record: Any) -> dict[str, Any]:
     cas = classification_accuracy_score(reference, images, labels, seeds)
     return {"cas": round(cas["cas"], 4), "gap": round(gap["gap"], 4), "score": round(cas["cas"] - gap["gap"], 4),
             "cas_per_class": cas["per_class"], "gap_per_class": {k: round(v["gap"], 4) for k, v in gap["per_class"].items()},
-            "reference_cv_accuracy": reference_out.summary["cv_accuracy"],
-            "reference_seconds": reference_out.summary["seconds"]}
+            "reference_cv_accuracy": reference_out.summary["cv_accuracy"]}
 
 
 def row_paired(stages: dict[str, Any], domain: str, seed: int, results: pd.DataFrame | None = None,

@@ -7,7 +7,7 @@ Each size runs in its own process (peak resident memory = ru_maxrss of that proc
 is the phantom set (200 per class, 4 classes; the split's 20% = 160 real training images) and the
 "synthetic" set is fresh phantoms, so nothing trains here. The reference classifier is a stand-in with
 the real one's shape of work: 3 fold models of resnet18 (random weights) at the same size, each run
-for the features and for the probabilities (pipeline.quality.reference averages its fold models). The
+for the features and for the probabilities (pipeline.quality.judge.FoldModels averages its fold models). The
 reference's own training is a separate, cached stage and is not counted. Inception-v3 is skipped
 offline and not counted. Writes benchmarks/results/bench_quality.json and prints a table.
 """
@@ -41,7 +41,7 @@ def matmul_gflops() -> float:
 
 
 class ForkReference:
-    """k fold models averaged, like pipeline.quality.reference.ReferenceClassifier (random weights here)."""
+    """k fold models averaged, like pipeline.quality.judge.FoldModels (random weights here)."""
 
     def __init__(self, channels: int, classes: int, folds: int = 3) -> None:
         import torch
@@ -79,6 +79,7 @@ def measure(synthetic: int, size: int, mode: str) -> dict[str, object]:
     from pipeline.config import load_domain_config
     from pipeline.demo_data import DEMO_CLASSES, PhantomSpec, colourise, make_demo_dataset, render_phantom
     from pipeline.imageio import save_png
+    from pipeline.quality.judge import FixedReference
     from pipeline.quality.features import DomainExtractor
     from pipeline.quality.stage import quality_stage
     from pipeline.stages import ingest_stage, split_stage
@@ -103,7 +104,7 @@ def measure(synthetic: int, size: int, mode: str) -> dict[str, object]:
     pd.DataFrame(rows).to_parquet(manifest)
     reference = ForkReference(config.channels, len(DEMO_CLASSES))
     start = time.perf_counter()
-    out = quality_stage(config, split.split_path, manifest, progress=False, reference=reference,
+    out = quality_stage(config, split.split_path, manifest, progress=False, reference=FixedReference(reference),
                         extractors=[DomainExtractor(reference.features)])
     seconds = time.perf_counter() - start
     return {"synthetic": synthetic, "size": size, "mode": mode, "real_train": out.summary["real_train"],

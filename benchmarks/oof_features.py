@@ -1,6 +1,6 @@
 """How much do in-sample and fold-mean features bias the domain-feature FD? Phantoms; fresh phantoms = a perfect generator.
 
-    python benchmarks/oof_features.py 100    # reference_steps; measured numbers in pipeline/quality/oof.py
+    python benchmarks/oof_features.py 100    # the real arm's classifiers.max_steps (the reference); measured numbers in pipeline/quality/oof.py
 """
 import sys, tempfile
 from pathlib import Path
@@ -9,18 +9,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import load_domain_config
 from pipeline.demo_data import DEMO_CLASSES, PhantomSpec, make_demo_dataset, render_phantom
 from pipeline.stages import ingest_stage, split_stage, load_split
-from pipeline.quality.reference import reference_stage, load_reference
+from classifiers.reference import reference_stage
 from pipeline.quality.oof import real_halves, synthetic_folds
 from pipeline.quality.metrics import frechet_distance
 from pipeline.image_tensors import load_image_tensors
 tmp = Path(tempfile.mkdtemp())
 data = make_demo_dataset(tmp / "data", PhantomSpec(150, 32, "L", 3), progress=False)
 config = load_domain_config("demo", "cpu", {"runs_root": str(tmp / "runs"), "split": {"cv_folds": 3},
-    "generator": {"image_size": 32}, "synthesis": {"reference_steps": int(sys.argv[1])},
-    "classifiers": {"architectures": ["resnet18"], "image_size": 32, "batch_size": 32}})
+    "generator": {"image_size": 32}, 
+    "classifiers": {"architectures": ["resnet18"], "image_size": 32, "batch_size": 32, "max_steps": int(sys.argv[1]),
+                    "min_steps": 1}})
 split_path = split_stage(config, ingest_stage(config, data, progress=False).manifest_path).split_path
 train = load_split(split_path).train.sort_values(["label", "sha256"]).reset_index(drop=True)
-out = reference_stage(config, split_path); ref = load_reference(out.directory)
+out = reference_stage(config, split_path); ref = out.load()
 print("cv accuracy", out.summary["cv_accuracy"], "train", len(train))
 real = load_image_tensors(train["path"].tolist(), train["sha256"].tolist(), "L", 32)
 rng = np.random.default_rng(11); per = len(train) // 8  # the size of half B: FD sample-size bias alike

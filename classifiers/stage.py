@@ -140,17 +140,23 @@ def plan_fits(config: DomainConfig, inputs: StageInputs, directory: Path, progre
         arm_path = directory / "arms" / f"{arm_file_name(arm)}.parquet"
         atomic_write_table(arm_path, table, csv_copy=False)
         load_tensors(table, inputs.class_names, config.data.mode, cc.image_size, cache_dir, progress)
-        for architecture in cc.architectures:
-            for fold in range(config.split.cv_folds):
-                specs.append(FitSpec(
-                    domain=config.name, arm=arm, architecture=architecture, fold=fold,
+        specs += arm_specs(config, arm, cc.architectures, (table, arm_path), (real, real_path), inputs.class_names)
+    return specs, notes
+
+
+def arm_specs(config: DomainConfig, arm: str, architectures: list[str], arm_table: tuple[pd.DataFrame, Path],
+              real_table: tuple[pd.DataFrame, Path], class_names: list[str]) -> list[FitSpec]:
+    """One FitSpec per (architecture, fold) of an arm: (manifest, where it is written) for the arm and the real
+    sample. The key hashes their content, not where they are, so the reference stage (classifiers.reference)
+    and this stage plan the same ``real`` fits under the same keys."""
+    (table, arm_path), (real, real_path) = arm_table, real_table
+    return [FitSpec(domain=config.name, arm=arm, architecture=architecture, fold=fold,
                     arm_manifest_path=str(arm_path), arm_hash=manifest_hash(table),
                     real_manifest_path=str(real_path), real_hash=manifest_hash(real),
-                    class_names=tuple(inputs.class_names), mode=config.data.mode, seed=config.seed,
-                    config=cc.to_dict(), folds=config.split.cv_folds, augment=arm in AUGMENTED,
-                    runs_root=str(config.runs_root),
-                    cache_dir=str(cache_dir)))
-    return specs, notes
+                    class_names=tuple(class_names), mode=config.data.mode, seed=config.seed,
+                    config=config.classifiers.to_dict(), folds=config.split.cv_folds, augment=arm in AUGMENTED,
+                    runs_root=str(config.runs_root), cache_dir=str(domain_cache_dir(config.runs_root, config.name)))
+            for architecture in architectures for fold in range(config.split.cv_folds)]
 
 
 def evaluation_sets(config: DomainConfig, inputs: StageInputs, directory: Path) -> list[EvaluationSet]:

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from classifiers.cli import register as register_classifiers
+from flows.generator_cli import register as register_generator
 from flows.run import ALL_STAGES
 from pipeline.cli_args import Parents, build_parents, config_from_args, overrides_from_args
 from pipeline.config import DomainConfig
 from pipeline.errors import SynthAugmentError
-from pipeline.generator.cli import register as register_generator
 from reports.cli import register as register_report
 
 

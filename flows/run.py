@@ -129,6 +129,28 @@ def _split_info(out: Any) -> dict[str, Any]:
     return dict(key=out.key, cached=out.cached, split=out.split_path, split_hash=out.split_hash, summary=out.summary)
 
 
+def _reference(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
+    from classifiers.reference import reference_stage
+
+    return reference_stage(config, done["split"].split_path, progress=progress)
+
+
+def _reference_key(config: DomainConfig, done: dict[str, Any]) -> str:
+    from classifiers.reference import reference_key
+    from pipeline.stages import load_split
+
+    return reference_key(config, load_split(done["split"].split_path))
+
+
+def _reference_info(out: Any) -> dict[str, Any]:
+    return dict(key=out.key, cached=out.cached, fits=out.fit_keys, summary=out.summary)
+
+
+def needs_reference(config: DomainConfig) -> bool:
+    """Selection and the quality stage judge synthetic images with the reference classifier (the real arm)."""
+    return config.synthesis.select or config.quality.enabled
+
+
 def _generator(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
     from pipeline.generator.stage import train_generator_stage
 
@@ -151,13 +173,14 @@ def _generator_info(out: Any) -> dict[str, Any]:
 def _synthesis(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
     from pipeline.generator.stage import synthesis_stage
 
-    return synthesis_stage(config, done["generator"], progress=progress)
+    return synthesis_stage(config, done["generator"], progress=progress, reference=done.get("reference"))
 
 
 def _synthesis_key(config: DomainConfig, done: dict[str, Any]) -> str:
     from pipeline.generator.stage import planned_synthesis_key
 
-    return planned_synthesis_key(config, done["generator"])  # with synthesis.select: includes the plan's hash
+    # with synthesis.select: includes the plan's hash (the plan's key holds the reference's key)
+    return planned_synthesis_key(config, done["generator"], done.get("reference"))
 
 
 def _synthesis_info(out: Any) -> dict[str, Any]:
@@ -168,7 +191,8 @@ def _quality(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
     from pipeline.quality.stage import quality_stage
 
     # raises QualityGateError (after saving its results) when a stop gate fails
-    return quality_stage(config, done["split"].split_path, done["synthesis"].manifest_path, progress=progress)
+    return quality_stage(config, done["split"].split_path, done["synthesis"].manifest_path, progress=progress,
+                         reference=done.get("reference"))
 
 
 def _quality_info(out: Any) -> dict[str, Any]:
@@ -220,6 +244,8 @@ def _report_info(out: Any) -> dict[str, Any]:
 STAGES: tuple[Stage, ...] = (
     Stage("ingest", _ingest, _ingest_info, locks_itself=True),
     Stage("split", _split, _split_info, locks_itself=True),
+    Stage("reference", _reference, _reference_info, cache_key=_reference_key, tags=("gpu",),
+          reads=("seed", "data", "split", "classifiers"), locks_itself=True, when=needs_reference),
     Stage("generator", _generator, _generator_info, cache_key=_generator_key, tags=("gpu",),
           reads=("seed", "data", "split", "generator"), locks_itself=True),
     Stage("synthesis", _synthesis, _synthesis_info, cache_key=_synthesis_key, retries=2, tags=("gpu",),

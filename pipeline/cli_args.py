@@ -1,6 +1,6 @@
 """The arguments every command shares, and the config they resolve to (the ground floor of the CLI).
 
-Sub-commands live with their floor (``pipeline/generator/cli.py``, ``classifiers/cli.py``,
+Sub-commands live with their floor (``flows/generator_cli.py``, ``classifiers/cli.py``,
 ``reports/cli.py``) and are wired into one parser by the front door, ``flows/cli.py``; they import only
 this module, so no floor imports the one above it.
 """

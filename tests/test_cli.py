@@ -71,8 +71,8 @@ def test_console_script_entry_point_runs(tmp_path: Path) -> None:
     (["demo"], "flows.cli._demo"), (["demo-data", "out"], "flows.cli._demo_data"),
     (["ingest", "--domain", "demo"], "flows.cli._ingest"), (["validate", "--domain", "demo"], "flows.cli._ingest"),
     (["split", "--domain", "demo"], "flows.cli._split"), (["run", "--domain", "demo"], "flows.cli.<lambda>"),
-    (["generator", "train", "--domain", "demo"], "pipeline.generator.cli.run"),
-    (["generator", "grid", "--domain", "demo", "--out", "g.png"], "pipeline.generator.cli.run"),
+    (["generator", "train", "--domain", "demo"], "flows.generator_cli.run"),
+    (["generator", "grid", "--domain", "demo", "--out", "g.png"], "flows.generator_cli.run"),
     (["classifiers", "--domain", "demo"], "classifiers.cli.run"),
 ])
 def test_every_command_dispatches_to_the_handler_it_registered(argv: list[str], handler: str) -> None:

@@ -12,6 +12,8 @@ import pytest
 
 import pipeline.image_tensors as image_tensors
 from pipeline.config import load_domain_config
+from classifiers.reference import reference_stage
+from pipeline.errors import ConfigError
 from pipeline.generator.stage import synthesis_stage, train_generator_stage
 from pipeline.stages import ingest_stage, load_split, split_stage
 
@@ -22,9 +24,10 @@ def _tiny(tmp_path: Path, **synthesis) -> object:
         "generator": {"image_size": 16, "block_out_channels": [32, 64], "attention_levels": [False, False],
                       "train_steps": 4, "checkpoint_every": 2, "batch_size": 8, "num_train_timesteps": 100},
         "synthesis": {"per_class": 2, "steps": 3, "select_per_class": 2, "guidance_candidates": [1.0, 2.0],
-                      "strength_candidates": [0.5], "checkpoint_candidates": 2, "reference_steps": 3, **synthesis},
+                      "strength_candidates": [0.5], "checkpoint_candidates": 2, **synthesis},
         "split": {"cv_folds": 2},
-        "classifiers": {"architectures": ["resnet18"], "image_size": 32, "batch_size": 8}})
+        "classifiers": {"architectures": ["resnet18"], "image_size": 32, "batch_size": 8, "max_steps": 3,
+                        "min_steps": 1, "eval_every_steps": 3}})  # the reference: the real arm's fold fits
 
 
 def test_selection_never_reads_a_held_out_image(phantom_dir: Path, tmp_path: Path, monkeypatch) -> None:
@@ -41,7 +44,8 @@ def test_selection_never_reads_a_held_out_image(phantom_dir: Path, tmp_path: Pat
 
     monkeypatch.setattr(image_tensors, "read_image", recording_read)
     generator = train_generator_stage(config, split.split_path, progress=False)
-    synthesis = synthesis_stage(config, generator, progress=False)
+    reference = reference_stage(config, split.split_path)  # recorded too: the reference trains on the sample only
+    synthesis = synthesis_stage(config, generator, progress=False, reference=reference)
     assert read, "the recorder saw no image reads: the test would prove nothing"
     assert not set(read) & held_out, "the selection path read a held-out image"
     selection = synthesis.summary["selection"]
@@ -61,9 +65,12 @@ def test_selection_writes_its_plan_once_and_the_synthesis_key_follows_it(phantom
     config = _tiny(tmp_path, select=True, mode="real-seeded", strength_candidates=[0.5, 0.7])
     split = split_stage(config, ingest_stage(config, phantom_dir, progress=False).manifest_path)
     generator = train_generator_stage(config, split.split_path, progress=False)
-    assert planned_synthesis_key(config, generator) != planned_synthesis_key(config.model_copy(update={
+    reference = reference_stage(config, split.split_path)
+    assert planned_synthesis_key(config, generator, reference) != planned_synthesis_key(config.model_copy(update={
         "synthesis": config.synthesis.model_copy(update={"select": False})}), generator)  # pending: no plan yet
-    first = synthesis_stage(config, generator, progress=False)
+    with pytest.raises(ConfigError, match="synthesis.select needs the reference classifier"):
+        synthesis_stage(config, generator, progress=False)  # selection without a judge: one clear line
+    first = synthesis_stage(config, generator, progress=False, reference=reference)
     plan_file = Path(first.summary["selection_plan"])
     plan = json.loads(plan_file.read_text())
     assert len(plan["candidates"]) == 2 * 2 + 2
@@ -75,12 +82,12 @@ def test_selection_writes_its_plan_once_and_the_synthesis_key_follows_it(phantom
     assert (plan["guidance_scale"], plan["strength"]) == (first.summary["guidance_scale"], first.summary["strength"])
     exported = ClassConditionalPipeline.from_pretrained(plan_file.parent / plan["pipeline"])
     assert exported.config.guidance_scale == plan["guidance_scale"] and exported.config.strength == plan["strength"]
-    assert planned_synthesis_key(config, generator) == first.key  # the flow's cache key is the stage's key
+    assert planned_synthesis_key(config, generator, reference) == first.key  # the flow's cache key is the stage's key
 
     written = plan_file.stat().st_mtime_ns
-    again = synthesis_stage(config, generator, progress=False)
+    again = synthesis_stage(config, generator, progress=False, reference=reference)
     assert again.cached and again.key == first.key and plan_file.stat().st_mtime_ns == written  # decided once
 
     other = next(c for c in plan["candidates"] if c["strength"] is None and c["guidance_scale"] != plan["guidance_scale"])
     plan_file.write_text(json.dumps({**plan, "guidance_scale": other["guidance_scale"]}))
-    assert planned_synthesis_key(config, generator) != first.key  # another decision: another synthetic set
+    assert planned_synthesis_key(config, generator, reference) != first.key  # another decision: another synthetic set

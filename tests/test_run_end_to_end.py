@@ -19,7 +19,7 @@ TINY = {
     "generator": {"image_size": 16, "block_out_channels": [32, 64], "attention_levels": [False, False],
                   "train_steps": 6, "batch_size": 8, "warmup_steps": 1, "num_train_timesteps": 100,
                   "checkpoint_every": 3},
-    "synthesis": {"per_class": 6, "steps": 4, "batch_size": 24, "reference_steps": 4},
+    "synthesis": {"per_class": 6, "steps": 4, "batch_size": 24},
     "split": {"cv_folds": 2},
     "classifiers": {"architectures": ["resnet18"], "image_size": 32, "max_steps": 2, "min_steps": 2,
                     "eval_every_steps": 1, "pretrained": False, "batch_size": 16},

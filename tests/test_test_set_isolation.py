@@ -30,7 +30,7 @@ SETTINGS = {
     "generator": {"image_size": 16, "block_out_channels": [32, 64], "attention_levels": [False, False],
                   "train_steps": 6, "batch_size": 8, "warmup_steps": 1, "num_train_timesteps": 100,
                   "checkpoint_every": 3},
-    "synthesis": {"per_class": 6, "steps": 4, "batch_size": 24, "reference_steps": 4, "select": True,
+    "synthesis": {"per_class": 6, "steps": 4, "batch_size": 24, "select": True,
                   "guidance_candidates": [1.0, 3.0], "select_per_class": 2},
     "split": {"cv_folds": 2},
     "classifiers": {"architectures": ["resnet18", "mobilenetv2_100"], "arms": ["real", "synthetic", "real+aug"],

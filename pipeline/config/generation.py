@@ -157,8 +157,6 @@ class SynthesisConfig(Section):
     accuracy make near-copies of the seed images win; at 0.1 a set of copies loses 0.1 against a fresh set of
     equal CAS and gap (10 CAS points: more than the SE margin at 16+ images per class), while a real difference
     in label agreement of more than 10 points still outweighs full novelty. 0 restores CAS - gap."""
-    reference_steps: int = Field(300, ge=1)
-    """optimizer steps per fold of the reference classifier"""
 
     @field_validator("guidance_candidates")
     @classmethod

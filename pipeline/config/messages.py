@@ -32,6 +32,10 @@ def format_validation_error(exc: ValidationError, cls: type[BaseModel]) -> str:
     return "; ".join(messages)
 
 
+# keys a release retired: the message says what replaced them (the key itself is refused, never silently ignored)
+RETIRED_KEYS = {"synthesis.reference_steps": "the reference classifier is now the real arm's fold fits, trained "
+                                            "with the classifiers.* settings; remove this key"}
+
 _TYPE_WORDS = {"int_type": "an integer", "int_from_float": "an integer", "int_parsing": "an integer",
                "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
                "bool_parsing": "true or false", "string_type": "a string", "list_type": "a list",
@@ -42,6 +46,8 @@ def _error_message(error: Any, cls: type[BaseModel]) -> str:
     key, owner, field, annotation, rest = _walk(cls, error["loc"])
     kind, value = error["type"], error.get("input")
     if kind == "extra_forbidden":
+        if key.split(".", 1)[-1] in RETIRED_KEYS or key in RETIRED_KEYS:
+            return f"{key} was retired: {RETIRED_KEYS.get(key) or RETIRED_KEYS[key.split('.', 1)[-1]]}"
         where = key.rsplit(".", 1)[0] if "." in key else ""
         allowed = ", ".join(owner.model_fields) if owner is not None else "?"
         return f"unknown key {key}; allowed keys{' under ' + where if where else ''}: {allowed}"

@@ -43,7 +43,7 @@ from pipeline.generator.select_score import (choose, images_needed, per_image_co
                                              real_spacing, score_with_se)
 from pipeline.generator.outputs import GeneratorOutput
 from pipeline.generator.synthesis import RealSample, render
-from pipeline.quality.reference import load_reference, reference_key, reference_stage
+from pipeline.quality.judge import ReferenceSource
 from pipeline.store import RunStore, atomic_folder, atomic_write_json, read_json
 
 SELECTION_STAGE = "selection"
@@ -77,14 +77,9 @@ def selection_settings(config: DomainConfig) -> dict[str, Any]:
             "tolerance": syn.select_tolerance, "diversity_weight": syn.select_diversity_weight, "seed": config.seed}
 
 
-def plan_path(config: DomainConfig, generator: GeneratorOutput, reference: str | None = None) -> Path:
+def plan_path(config: DomainConfig, generator: GeneratorOutput, reference_key: str) -> Path:
     """Where the plan of (generator, reference classifier, selection settings) lives; computed without running."""
-    from pipeline.stages import load_split
-
-    if reference is None:
-        assert generator.split_path is not None
-        reference = reference_key(config, load_split(generator.split_path))
-    key = hash_payload({"generator": generator.pipeline_hash, "reference": reference,
+    key = hash_payload({"generator": generator.pipeline_hash, "reference": reference_key,
                         "settings": selection_settings(config), "schema": PLAN_SCHEMA})
     directory = RunStore(config.runs_root, config.name).stage_dir(SELECTION_STAGE, generator.pipeline_hash[:16])
     return directory / f"plan-{key}.json"
@@ -118,19 +113,18 @@ def selection_from_plan(plan: dict[str, Any], path: Path, generator: GeneratorOu
     return Selection(chosen, float(plan["guidance_scale"]), plan["strength"], plan, path, plan_hash(plan))
 
 
-def select_settings(config: DomainConfig, generator: GeneratorOutput, real: RealSample,
+def select_settings(config: DomainConfig, generator: GeneratorOutput, real: RealSample, reference_source: ReferenceSource,
                     progress: bool = False) -> Selection:
+    """Read the plan of (generator, reference, settings), or score every candidate and write it."""
     syn = config.synthesis
-    assert generator.split_path is not None
-    reference_out = reference_stage(config, generator.split_path, progress)
-    path = plan_path(config, generator, reference_out.key)
+    path = plan_path(config, generator, reference_source.key)
     existing = read_plan(path)
     if existing is not None:
         return selection_from_plan(existing, path, generator)
-    reference = load_reference(reference_out.directory)
+    reference = reference_source.load()
     class_names = list(reference.class_names)
     context = {"real": real, "real_stats": real_class_statistics(real, len(class_names)),
-               "spacing": real_spacing(real), "reference": reference, "reference_key": reference_out.key}
+               "spacing": real_spacing(real), "reference": reference, "reference_key": reference_source.key}
     directory = path.parent
 
     checkpoints = candidate_generators(config, generator, directory, syn.checkpoint_candidates)
@@ -159,7 +153,7 @@ def select_settings(config: DomainConfig, generator: GeneratorOutput, real: Real
             "guidance_scale": first["guidance_scale"], "strength": strength,
             "generator_hash": generator.pipeline_hash, "chosen_checkpoint_hash": chosen_output.pipeline_hash,
             "pipeline": target.name, "pipeline_hash": folder_sha256(target),
-            "reference_cv_accuracy": reference_out.summary["cv_accuracy"], "reference_key": reference_out.key,
+            "reference_cv_accuracy": reference.cv_accuracy, "reference_key": reference_source.key,
             "tolerance": syn.select_tolerance, "diversity_weight": syn.select_diversity_weight,
             "score": "CAS - gap + diversity_weight * novelty (pipeline.generator.select_score)",
             "images_per_class": syn.select_per_class, "classes": len(class_names),

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from pipeline.config import GENERATOR_LEGACY_VALUES, DomainConfig, hash_payload
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 from pipeline.generator.checkpoint import folder_sha256
 from pipeline.generator.data import check_disjoint, load_training_data, training_order
 from pipeline.generator.outputs import GeneratorOutput, SynthesisOutput
@@ -33,6 +33,7 @@ from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
 from pipeline.image_tensors import domain_cache_dir
 from pipeline.integrity import file_sha256
 from pipeline.locks import notice
+from pipeline.quality.judge import ReferenceSource
 from pipeline.stages import load_split
 from pipeline.store import (COMPLETE_MARKER, RunStore, atomic_save_with, atomic_write_json, atomic_write_table,
                             read_json, read_table)
@@ -175,11 +176,12 @@ def synthesis_key(config: DomainConfig, pipeline_hash: str, real_hash: str | Non
     return hash_payload(payload)
 
 
-def planned_synthesis_key(config: DomainConfig, generator: GeneratorOutput) -> str:
+def planned_synthesis_key(config: DomainConfig, generator: GeneratorOutput,
+                          reference: ReferenceSource | None = None) -> str:
     """The synthesis stage's key computed without running anything (the flow's cache key).
 
-    With ``synthesis.select`` it reads the selection plan; before the plan exists it returns a key no finished
-    set has, so nothing cached can stand in for a decision not yet made.
+    With ``synthesis.select`` it reads the selection plan of (generator, ``reference``, settings); before the
+    plan exists it returns a key no finished set has, so nothing cached can stand in for a decision not yet made.
     """
     real_hash = None
     if generator.split_path is not None and config.synthesis.mode != "noise":
@@ -190,12 +192,20 @@ def planned_synthesis_key(config: DomainConfig, generator: GeneratorOutput) -> s
 
     if generator.split_path is None:
         raise DataError("synthesis.select needs the generator's split (GeneratorOutput.split_path)")
-    path = plan_path(config, generator)
+    path = plan_path(config, generator, _required(reference).key)
     plan = read_plan(path)
     if plan is None:
         return hash_payload({"selection_pending": path.name})
     selection = selection_from_plan(plan, path, generator)
     return synthesis_key(selection.apply(config), selection.generator.pipeline_hash, real_hash, selection.plan_hash)
+
+
+def _required(reference: ReferenceSource | None) -> ReferenceSource:
+    if reference is None:
+        raise ConfigError("synthesis.select needs the reference classifier (the real arm's fold models): run the "
+                          "stages through `synth-augment run` / `synth-augment generator sample` or the Prefect flow, "
+                          "which train it first, or set synthesis.select: false")
+    return reference
 
 
 def real_sample(config: DomainConfig, split_path: str | os.PathLike[str], progress: bool = False) -> RealSample:
@@ -205,13 +215,15 @@ def real_sample(config: DomainConfig, split_path: str | os.PathLike[str], progre
     return RealSample(data.images, data.labels, data.sha256s)
 
 
-def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: bool = True) -> SynthesisOutput:
+def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: bool = True,
+                    reference: ReferenceSource | None = None) -> SynthesisOutput:
     """Generate ``synthesis.per_class`` images for every class; a re-run fills in what is missing.
 
     ``per_class`` is not part of the key: raising it adds images to the same set, lowering it
     lists only the first N in the manifest. With ``synthesis.select`` the guidance scale, checkpoint
     and (real-seeded) strength are first chosen by pipeline.generator.selection (cached, every
-    candidate's score recorded in the summary).
+    candidate's score recorded in the summary), judged by ``reference`` (the real arm's fold models; the
+    wiring in flows/run.py passes the ``reference`` stage's output).
     """
     real = real_sample(config, generator.split_path, progress) if generator.split_path is not None else None
     selection = None
@@ -220,7 +232,7 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
 
         if real is None:
             raise DataError("synthesis.select needs the generator's split (GeneratorOutput.split_path)")
-        selection = select_settings(config, generator, real, progress=progress)
+        selection = select_settings(config, generator, real, _required(reference), progress=progress)
         config = selection.apply(config)
         generator = selection.generator
     key = synthesis_key(config, generator.pipeline_hash,

@@ -8,7 +8,7 @@ Any callable with ``name`` and ``label`` attributes works (the tests inject tiny
   raises ``ExtractorUnavailable`` with a note and the stage skips it. These are torchvision's weights,
   not the TF-FID ones, so the values are not comparable with published FIDs; outputs say so.
 * ``DomainExtractor``: the penultimate layer of the reference classifier trained on the real 20%
-  sample only (``pipeline.quality.reference``); named "domain features" in every output, never "FID".
+  sample only (the real arm's fold models, ``pipeline.quality.judge``); named "domain features" in every output, never "FID".
 * ``pixel_features``: the images themselves in [0, 1], flattened (memorisation in pixel space).
 """
 

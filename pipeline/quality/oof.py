@@ -1,6 +1,6 @@
 """Out-of-sample bookkeeping for the quality stage: which fold model embeds which image, and the real halves.
 
-The reference classifier (pipeline.quality.reference) is k fold models trained on the real 20% sample;
+The reference classifier (pipeline.quality.judge: the real arm's k fold models) is trained on the real 20% sample;
 every real image lies in the training part of k - 1 of them. A model's features of its own training
 images are tighter and better separated than of images it never saw, so features averaged over the
 folds compare in-sample real images with unseen synthetic ones: the real-vs-real FD/KID reference is

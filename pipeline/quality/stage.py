@@ -33,6 +33,7 @@ from pipeline.image_tensors import domain_cache_dir, load_image_tensors
 from pipeline.quality.features import (DomainExtractor, ExtractorUnavailable, InceptionExtractor,
                                        pixel_features)
 from pipeline.quality.gate import apply_filters_and_gate, pick_metric
+from pipeline.quality.judge import ReferenceSource
 from pipeline.quality.labels import label_consistency
 from pipeline.quality.memorisation import check_space, flagged_per_class
 from pipeline.quality.metrics import frechet_distance, kernel_distance, ms_ssim_diversity, precision_recall
@@ -76,7 +77,7 @@ def build_extractors(config: DomainConfig, reference: Any | None) -> tuple[list[
         if name == "domain":
             if reference is None:
                 info[name] = {"available": False, "label": DomainExtractor.label,
-                              "note": "domain features skipped: no reference classifier (pipeline.quality.reference)"}
+                              "note": "domain features skipped: no reference classifier was given"}
                 continue
             extractor = DomainExtractor(reference.features, "penultimate layer of the reference classifier "
                                         "trained on the real 20% sample only; each real image embedded by the "
@@ -150,20 +151,6 @@ def diversity_rows(real: torch.Tensor, synthetic: torch.Tensor, labels_r: np.nda
     return rows
 
 
-def _load_reference(config: DomainConfig, split_path: str | os.PathLike[str], progress: bool) -> tuple[Any, str, str]:
-    """The reference classifier (trained on the real 20% sample, cached in its own stage), its key, and a note."""
-    from pipeline.quality.reference import load_reference, reference_stage
-
-    output = reference_stage(config, split_path, progress=progress)
-    accuracy = output.summary.get("cv_accuracy")
-    reference = load_reference(output.directory)
-    reference.cv_accuracy = accuracy
-    return reference, output.key, (f"reference classifier (domain features, label consistency): "
-                                   f"{output.summary.get('settings', {}).get('architecture', '')} trained on the real "
-                                   f"sample only, cross-validated accuracy on real images "
-                                   f"{accuracy:.3f}" if accuracy is not None else "")
-
-
 def quality_key(config: DomainConfig, split: Split, synthetic: pd.DataFrame, reference_key: str,
                 extractor_info: dict[str, dict[str, Any]]) -> str:
     settings = {k: v for k, v in config.to_dict()["quality"].items()
@@ -177,12 +164,13 @@ def quality_key(config: DomainConfig, split: Split, synthetic: pd.DataFrame, ref
 
 def quality_stage(config: DomainConfig, split_path: str | os.PathLike[str],
                   synthesis_manifest_path: str | os.PathLike[str], progress: bool = True,
-                  reference: Any | None = None, extractors: list[Any] | None = None) -> QualityOutput:
+                  reference: ReferenceSource | None = None, extractors: list[Any] | None = None) -> QualityOutput:
     """Measure the synthetic set against the real training sample; apply filters and the gate.
 
-    ``reference`` (an object with ``predict_proba`` and ``features`` over uint8 image batches) and
-    ``extractors`` are injectable; by default the reference classifier stage is run (cached) and the
-    configured extractors are built.
+    ``reference`` is where the reference classifier comes from: flows/run.py passes the ``reference``
+    stage's output (the real arm's fold models); tests pass ``FixedReference(stand_in)``. Without one the
+    domain features and the label check are skipped, with a note. ``extractors`` are injectable too; by
+    default the configured ones are built.
     """
     from pipeline.stages import load_split
 
@@ -193,12 +181,12 @@ def quality_stage(config: DomainConfig, split_path: str | os.PathLike[str],
         raise DataError(f"synthetic manifest {synthesis_manifest_path} lists no images")
     class_names = config.data.resolve_class_names(split.table["label"])
     notes: list[str] = []
-    reference_key = "injected"
-    if reference is None:
-        reference, reference_key, note = _load_reference(config, split_path, progress)
-        notes.append(note)
+    judge, reference_key = None, "none"
+    if reference is not None:
+        judge, reference_key = reference.load(), reference.key
+        notes.append(reference.describe())
     if extractors is None:
-        extractors, extractor_info = build_extractors(config, reference)
+        extractors, extractor_info = build_extractors(config, judge)
     else:
         extractor_info = {e.name: {"available": True, "label": e.label, "note": "injected"} for e in extractors}
     notes += [f"{name}: {info['note']}" for name, info in extractor_info.items() if not info["available"]]
@@ -211,7 +199,7 @@ def quality_stage(config: DomainConfig, split_path: str | os.PathLike[str],
         summary = store.read_summary(STAGE, key)
     else:
         started = time.perf_counter()
-        summary = _measure(config, split, synthetic, class_names, reference, extractors, extractor_info, notes,
+        summary = _measure(config, split, synthetic, class_names, judge, extractors, extractor_info, notes,
                            directory, key, progress)
         summary["seconds"] = round(time.perf_counter() - started, 2)
         store.mark_complete(STAGE, key, summary)

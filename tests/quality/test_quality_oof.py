@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import pipeline.image_tensors as image_tensors
-import pipeline.quality.reference as reference_module
+import classifiers.reference as reference_module
+from pipeline.quality.judge import FoldModels
 from pipeline.config import load_domain_config
 from pipeline.demo_data import DEMO_CLASSES, render_phantom
 from pipeline.image_tensors import square_resize
@@ -37,8 +38,8 @@ def test_default_reference_path_embeds_real_images_out_of_fold(phantom_dir: Path
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_domain_config("demo", "cpu", {
         "runs_root": str(tmp_path / "runs"), "split": {"cv_folds": 2}, "generator": {"image_size": SIZE},
-        "synthesis": {"reference_steps": 3},
-        "classifiers": {"architectures": ["resnet18"], "image_size": 32, "batch_size": 8},
+        "classifiers": {"architectures": ["resnet18"], "image_size": 32, "batch_size": 8, "max_steps": 3,
+                        "min_steps": 1, "eval_every_steps": 3},
         "quality": {"kid_subsets": 5, "msssim_pairs": 10, "extractors": ["domain"]}})
     split_path = split_stage(config, ingest_stage(config, phantom_dir, progress=False).manifest_path).split_path
     train = load_split(split_path).train.sort_values(["label", "sha256"]).reset_index(drop=True)
@@ -61,19 +62,20 @@ def test_default_reference_path_embeds_real_images_out_of_fold(phantom_dir: Path
     manifest.to_parquet(manifest_path)
 
     seen: dict[str, set[int]] = {}  # prepared input row -> the fold models that embedded or judged it
-    loaded: list[reference_module.ReferenceClassifier] = []
-    original = reference_module.load_reference
+    loaded: list[FoldModels] = []
+    original = reference_module.load_fold_models
 
-    def recording_load(directory):
-        ref = original(directory)
+    def recording_load(*args):
+        ref = original(*args)
         for k, model in enumerate(ref.models):
             model.register_forward_pre_hook(
                 lambda _m, args, k=k: [seen.setdefault(_row_key(r), set()).add(k) for r in args[0]] and None)
         loaded.append(ref)
         return ref
 
-    monkeypatch.setattr(reference_module, "load_reference", recording_load)
-    result = quality_stage(config, split_path, manifest_path, progress=False)  # the default path: no stubs
+    monkeypatch.setattr(reference_module, "load_fold_models", recording_load)
+    reference = reference_module.reference_stage(config, split_path)  # what flows/run.py passes: no stubs
+    result = quality_stage(config, split_path, manifest_path, progress=False, reference=reference)
     assert loaded, "the stage did not load the reference classifier"
     ref = loaded[0]
 

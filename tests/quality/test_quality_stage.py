@@ -17,6 +17,7 @@ from pipeline.demo_data import DEMO_CLASSES, PhantomSpec, colourise, make_demo_d
 from pipeline.errors import LeakageError, QualityGateError
 from pipeline.image_tensors import square_resize
 from pipeline.imageio import read_image, save_png
+from pipeline.quality.judge import FixedReference
 from pipeline.quality.features import DomainExtractor, InceptionExtractor, ExtractorUnavailable
 from pipeline.quality.stage import assert_training_only, build_extractors, quality_stage
 from pipeline.stages import ingest_stage, load_split, split_stage
@@ -80,7 +81,7 @@ def test_stage_measures_flags_copies_and_never_reads_the_held_out_side(tmp_path:
     read_paths: list[str] = []
     original = image_tensors.read_image
     monkeypatch.setattr(image_tensors, "read_image", lambda p, *a, **k: (read_paths.append(str(p)), original(p, *a, **k))[1])
-    out = quality_stage(config, split_path, manifest_path, progress=False, reference=reference,
+    out = quality_stage(config, split_path, manifest_path, progress=False, reference=FixedReference(reference),
                         extractors=[DomainExtractor(reference.features)])
     held_out = set(split.test["path"])
     assert read_paths and not held_out & set(read_paths)  # the 80% held out is never decoded
@@ -100,7 +101,7 @@ def test_stage_measures_flags_copies_and_never_reads_the_held_out_side(tmp_path:
     assert sum(map(sum, consistency["confusion"])) == len(manifest) and 0.0 <= consistency["cas"] <= 1.0
     assert per_image["agrees"].mean() == pytest.approx(consistency["overall_agreement"])
     assert out.manifest_path == manifest_path  # nothing dropped unless asked
-    again = quality_stage(config, split_path, manifest_path, progress=False, reference=reference,
+    again = quality_stage(config, split_path, manifest_path, progress=False, reference=FixedReference(reference),
                           extractors=[DomainExtractor(reference.features)])
     assert again.cached and again.key == out.key
 
@@ -109,7 +110,7 @@ def test_filters_and_gate(tmp_path: Path) -> None:
     config, split, split_path, manifest, manifest_path, reference = _setup(tmp_path, "L")
     extractors = [DomainExtractor(reference.features)]
     config.quality.drop_memorised = True
-    out = quality_stage(config, split_path, manifest_path, progress=False, reference=reference,
+    out = quality_stage(config, split_path, manifest_path, progress=False, reference=FixedReference(reference),
                         extractors=extractors)
     kept = pd.read_parquet(out.manifest_path)
     assert out.manifest_path != manifest_path
@@ -117,12 +118,12 @@ def test_filters_and_gate(tmp_path: Path) -> None:
     assert out.gate["filter"]["dropped_memorised"] >= 8 and out.gate["passed"]
 
     config.quality.gate.max_memorised_fraction = 0.01
-    warned = quality_stage(config, split_path, manifest_path, progress=False, reference=reference,
+    warned = quality_stage(config, split_path, manifest_path, progress=False, reference=FixedReference(reference),
                            extractors=extractors)  # action: warn -> a message, no stop
     assert warned.cached and not warned.gate["passed"] and "memorised fraction" in warned.gate["messages"][0]
     config.quality.gate.action = "stop"
     with pytest.raises(QualityGateError, match="memorised fraction"):
-        quality_stage(config, split_path, manifest_path, progress=False, reference=reference,
+        quality_stage(config, split_path, manifest_path, progress=False, reference=FixedReference(reference),
                       extractors=extractors)
 
 

@@ -14,7 +14,7 @@ import argparse
 from typing import Any
 
 
-def register(sub: Any, parents: Any) -> None:
+def register(sub: Any, parents: Any) -> None:  # the front door (flows/): it may wire every floor
     """Register ``generator`` and its actions on the main CLI's subparsers (see flows/cli.py)."""
     gen = sub.add_parser("generator", help="train the diffusion generator, sample the synthetic set",
                          description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,22 +34,25 @@ def register(sub: Any, parents: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from flows.run import STAGES
     from pipeline.cli_args import config_from_args
-    from pipeline.generator.stage import synthesis_stage, train_generator_stage
-    from pipeline.stages import ingest_stage, split_stage
 
     config = config_from_args(args)
-
     progress = not args.quiet
-    ingest = ingest_stage(config, args.data, progress=progress)
-    split = split_stage(config, ingest.manifest_path)
-    generator = train_generator_stage(config, split.split_path, progress=progress)
+    # the stage table's own functions; ``sample`` trains the reference classifier first when selection needs it
+    wanted = ("ingest", "split", "generator") if args.generator_command != "sample" else \
+        ("ingest", "split", "reference", "generator", "synthesis")
+    done: dict[str, Any] = {"data": args.data}
+    for stage in STAGES:
+        if stage.name in wanted and stage.when(config):
+            done[stage.name] = stage.run(config, done, progress)
+    split, generator = done["split"], done["generator"]
     s = generator.summary
     print(f"[generator] {'reused' if generator.cached else 'trained'}: {s['steps']} steps, {s['parameters']:,} "
           f"parameters, {s['image_size']} px {s['mode']}, final loss {s['final_loss']}; "
           f"pipeline {generator.pipeline_path} (content hash {generator.pipeline_hash[:12]})")
     if args.generator_command == "sample":
-        synthesis = synthesis_stage(config, generator, progress=progress)
+        synthesis = done["synthesis"]
         t = synthesis.summary
         print(f"[synthesis] {'reused' if synthesis.cached else 'done'}: {t['images']} images "
               f"({t['per_class']} per class, {t['sampler']} {t['steps']} steps, guidance {t['guidance_scale']}); "
