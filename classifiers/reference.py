@@ -3,8 +3,8 @@
 Selection (pipeline.generator.selection) and the quality stage judge synthetic images with k fold
 models trained on the real 20% sample only. Those models are the classifiers stage's ``real`` arm
 for the reference architecture (``classifiers.primary_architecture``, else the panel's first), trained
-by the same ``run_fit`` under the same fit keys, just earlier: the ``reference`` stage runs right after
-the split, and the classifiers stage later finds these fits complete and reuses them.
+by the same ``run_fit`` under the same fit keys, just earlier: the ``reference`` stage runs after the generator
+and before synthesis (flows/run.py), and the classifiers stage later finds these fits complete and reuses them.
 
     out = reference_stage(config, split_path)   # trains (or reuses) the k real-arm fits
     judge = out.load()                          # pipeline.quality.judge.FoldModels

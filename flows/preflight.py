@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline.config import DomainConfig
 from pipeline.errors import ConfigError, DataError
 
-CLASSIFIER_STAGES = frozenset({"quality", "classifiers", "explain", "report"})  # use classifiers.architectures
+CLASSIFIER_STAGES = frozenset({"reference", "quality", "classifiers", "explain", "report"})  # use classifiers.architectures
 
 
 def check_runs_root_writable(config: DomainConfig) -> Path:

@@ -244,10 +244,12 @@ def _report_info(out: Any) -> dict[str, Any]:
 STAGES: tuple[Stage, ...] = (
     Stage("ingest", _ingest, _ingest_info, locks_itself=True),
     Stage("split", _split, _split_info, locks_itself=True),
-    Stage("reference", _reference, _reference_info, cache_key=_reference_key, tags=("gpu",),
-          reads=("seed", "data", "split", "classifiers"), locks_itself=True, when=needs_reference),
     Stage("generator", _generator, _generator_info, cache_key=_generator_key, tags=("gpu",),
           reads=("seed", "data", "split", "generator"), locks_itself=True),
+    # the real arm's fold fits, which selection and the quality stage judge with (after the generator, so
+    # `--until generator` never trains them); the classifiers stage reuses them
+    Stage("reference", _reference, _reference_info, cache_key=_reference_key, tags=("gpu",),
+          reads=("seed", "data", "split", "classifiers"), locks_itself=True, when=needs_reference),
     Stage("synthesis", _synthesis, _synthesis_info, cache_key=_synthesis_key, retries=2, tags=("gpu",),
           reads=("seed", "data", "split", "generator", "synthesis"), locks_itself=True),
     Stage("quality", _quality, _quality_info, tags=("gpu",), when=lambda config: config.quality.enabled),

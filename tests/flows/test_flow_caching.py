@@ -82,6 +82,35 @@ def test_a_stale_prefect_record_is_not_trusted(prefect_api: PrefectServer, tmp_p
     assert (synthesis_dir / "_COMPLETE").is_file()
 
 
+def test_a_selected_real_seeded_set_is_cached_and_follows_the_reference(prefect_api: PrefectServer,
+                                                                         tmp_path: Path) -> None:
+    """With selection and real-seeded synthesis the flow's synthesis key is the stage's (the plan's hash, which
+    holds the reference's key): an unchanged rerun is Cached; a classifiers.* change that retrains the reference
+    (the real arm) makes a new decision and a new set; one that leaves the reference alone (the arm list) does not."""
+    data = make_demo_dataset(tmp_path / "data", PhantomSpec(26, 32, "L", 4), progress=False)
+    selecting = copy.deepcopy(TINY)
+    selecting["synthesis"].update(select=True, mode="real-seeded", select_per_class=2, guidance_candidates=[1.0, 2.0],
+                                  strength_candidates=[0.5], checkpoint_candidates=1)
+    kwargs = dict(domain="demo", data=str(data), runs_root=str(tmp_path / "runs"), until="synthesis")
+
+    first = synth_augment(**kwargs, overrides=selecting)
+    assert first["stages"]["reference"]["prefect_state"] == "Completed"
+    again = synth_augment(**kwargs, overrides=selecting)
+    assert _states(again)["reference"] == (True, "Cached") and _states(again)["synthesis"] == (True, "Cached")
+    assert again["stages"]["synthesis"]["key"] == first["stages"]["synthesis"]["key"]
+
+    other_arms = copy.deepcopy(selecting)
+    other_arms["classifiers"]["arms"] = ["real"]  # the reference's fits do not depend on the arm list
+    assert _states(synth_augment(**kwargs, overrides=other_arms))["synthesis"] == (True, "Cached")
+
+    retrained = copy.deepcopy(selecting)
+    retrained["classifiers"]["learning_rate"] = 0.002  # another real arm: another reference, a new decision
+    third = synth_augment(**kwargs, overrides=retrained)
+    assert third["stages"]["reference"]["key"] != first["stages"]["reference"]["key"]
+    assert _states(third)["synthesis"] == (False, "Completed")
+    assert third["stages"]["synthesis"]["key"] != first["stages"]["synthesis"]["key"]
+
+
 RESUME_SCRIPT = """
 import json, sys
 from flows.synth_augment import synth_augment

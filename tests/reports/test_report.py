@@ -24,8 +24,8 @@ def _html(finished_run) -> str:
 
 def test_run_writes_the_report_and_records_every_stage(finished_run) -> None:
     record = read_run_record(finished_run.run_dir)
-    assert list(finished_run.record.stages) == ["ingest", "split", "generator", "synthesis", "quality", "classifiers",
-                                                "explain", "report"]
+    assert list(finished_run.record.stages) == ["ingest", "split", "generator", "reference", "synthesis", "quality",
+                                                "classifiers", "explain", "report"]
     assert set(record["stages"]) == set(finished_run.record.stages)
     assert record["stages"]["report"]["path"] == str(finished_run.html_path)
     assert record["stages"]["report"]["size_bytes"] == finished_run.html_path.stat().st_size
