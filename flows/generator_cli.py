@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.quiet
     # the stage table's own functions; ``sample`` trains the reference classifier first when selection needs it
     wanted = ("ingest", "split", "generator") if args.generator_command != "sample" else \
-        ("ingest", "split", "reference", "generator", "synthesis")
+        ("ingest", "split", "generator", "reference", "selection", "synthesis")
     done: dict[str, Any] = {"data": args.data}
     for stage in STAGES:
         if stage.name in wanted and stage.when(config):

@@ -170,6 +170,25 @@ def _generator_info(out: Any) -> dict[str, Any]:
                 summary=out.summary)
 
 
+def _selection(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
+    from pipeline.generator.stage import selection_stage
+
+    return selection_stage(config, done["generator"], done.get("reference"), progress=progress)
+
+
+def _selection_key(config: DomainConfig, done: dict[str, Any]) -> str:
+    from pipeline.generator.selection import plan_key
+
+    return plan_key(config, done["generator"], done["reference"].key)
+
+
+def _selection_info(out: Any) -> dict[str, Any]:
+    plan = out.record
+    return dict(key=out.key, cached=out.cached, plan=out.plan_path, plan_hash=out.plan_hash,
+                summary={k: plan.get(k) for k in ("checkpoint_step", "guidance_scale", "strength",
+                                                   "reference_cv_accuracy", "images_per_class", "warnings")})
+
+
 def _synthesis(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
     from pipeline.generator.stage import synthesis_stage
 
@@ -250,6 +269,11 @@ STAGES: tuple[Stage, ...] = (
     # `--until generator` never trains them); the classifiers stage reuses them
     Stage("reference", _reference, _reference_info, cache_key=_reference_key, tags=("gpu",),
           reads=("seed", "data", "split", "classifiers"), locks_itself=True, when=needs_reference),
+    # synthesis.select: the plan (checkpoint, guidance, strength), its own stage so that synthesis's key, which
+    # holds the plan's hash, is known before the synthesis task starts (the flow's cache key)
+    Stage("selection", _selection, _selection_info, cache_key=_selection_key, tags=("gpu",),
+          reads=("seed", "data", "split", "generator", "synthesis", "classifiers"), locks_itself=True,
+          when=lambda config: config.synthesis.select),
     Stage("synthesis", _synthesis, _synthesis_info, cache_key=_synthesis_key, retries=2, tags=("gpu",),
           reads=("seed", "data", "split", "generator", "synthesis"), locks_itself=True),
     Stage("quality", _quality, _quality_info, tags=("gpu",), when=lambda config: config.quality.enabled),

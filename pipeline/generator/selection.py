@@ -13,8 +13,8 @@ the difference) are tied, and ties go to the more diverse setting: lower guidanc
 checkpoint; higher strength. When the images per candidate are too few for the SE to be under the
 tolerance, the plan and the log say so and how many would be needed.
 
-The decision is written once as a plan (``runs/<domain>/selection/<generator>/plan-<key>.json``, the
-key hashing the generator, the reference classifier and every selection setting): the chosen checkpoint,
+The decision is written once as a plan (``runs/<domain>/selection/<key>/plan.json``, the key hashing the
+generator, the reference classifier and every selection setting; the flow runs it as its own stage): the chosen checkpoint,
 guidance and strength, every candidate's score with its SE and components, the image counts, and the
 chosen generator exported again as a pipeline folder whose ``__call__`` defaults are the chosen guidance
 (and strength). A later run reads the plan instead of deciding again; the synthesis key includes the
@@ -59,6 +59,12 @@ class Selection:
     record: dict[str, Any]  # the plan: chosen settings, the reference's CV accuracy, every candidate's score
     plan_path: Path | None = None
     plan_hash: str | None = None
+    cached: bool = False  # read from a finished plan (True) or decided by this call
+
+    @property
+    def key(self) -> str:
+        """The selection stage's key: the plan's folder name (``plan_key``)."""
+        return self.plan_path.parent.name if self.plan_path is not None else ""
 
     def apply(self, config: DomainConfig) -> DomainConfig:
         """The config with the chosen guidance (and strength) in place of the configured fallbacks."""
@@ -77,12 +83,24 @@ def selection_settings(config: DomainConfig) -> dict[str, Any]:
             "tolerance": syn.select_tolerance, "diversity_weight": syn.select_diversity_weight, "seed": config.seed}
 
 
+def plan_key(config: DomainConfig, generator: GeneratorOutput, reference_key: str) -> str:
+    """The selection stage's key: the generator, the reference classifier and every selection setting."""
+    return hash_payload({"generator": generator.pipeline_hash, "reference": reference_key,
+                         "settings": selection_settings(config), "schema": PLAN_SCHEMA})
+
+
 def plan_path(config: DomainConfig, generator: GeneratorOutput, reference_key: str) -> Path:
-    """Where the plan of (generator, reference classifier, selection settings) lives; computed without running."""
-    key = hash_payload({"generator": generator.pipeline_hash, "reference": reference_key,
-                        "settings": selection_settings(config), "schema": PLAN_SCHEMA})
-    directory = RunStore(config.runs_root, config.name).stage_dir(SELECTION_STAGE, generator.pipeline_hash[:16])
-    return directory / f"plan-{key}.json"
+    """Where the plan lives (``selection/<plan key>/plan.json``, the chosen pipeline beside it); computed without
+    running."""
+    key = plan_key(config, generator, reference_key)
+    return RunStore(config.runs_root, config.name).stage_dir(SELECTION_STAGE, key) / "plan.json"
+
+
+def candidates_dir(config: DomainConfig, generator: GeneratorOutput) -> Path:
+    """Candidate scores and exported checkpoints of one generator, shared by every plan made from it (a plan
+    with another tolerance rescores nothing)."""
+    store = RunStore(config.runs_root, config.name)
+    return store.domain_dir / SELECTION_STAGE / "candidates" / generator.pipeline_hash[:16]
 
 
 def plan_hash(plan: dict[str, Any]) -> str:
@@ -107,10 +125,10 @@ def chosen_folder(plan: dict[str, Any], path: Path) -> Path:
     return path.parent / Path(str(plan.get("pipeline", ""))).name
 
 
-def selection_from_plan(plan: dict[str, Any], path: Path, generator: GeneratorOutput) -> Selection:
+def selection_from_plan(plan: dict[str, Any], path: Path, generator: GeneratorOutput, cached: bool = True) -> Selection:
     chosen = dataclasses.replace(generator, pipeline_path=chosen_folder(plan, path), pipeline_hash=plan["pipeline_hash"],
                                  cached=True)
-    return Selection(chosen, float(plan["guidance_scale"]), plan["strength"], plan, path, plan_hash(plan))
+    return Selection(chosen, float(plan["guidance_scale"]), plan["strength"], plan, path, plan_hash(plan), cached)
 
 
 def select_settings(config: DomainConfig, generator: GeneratorOutput, real: RealSample, reference_source: ReferenceSource,
@@ -125,7 +143,8 @@ def select_settings(config: DomainConfig, generator: GeneratorOutput, real: Real
     class_names = list(reference.class_names)
     context = {"real": real, "real_stats": real_class_statistics(real, len(class_names)),
                "spacing": real_spacing(real), "reference": reference, "reference_key": reference_source.key}
-    directory = path.parent
+    directory = candidates_dir(config, generator)
+    directory.mkdir(parents=True, exist_ok=True)
 
     checkpoints = candidate_generators(config, generator, directory, syn.checkpoint_candidates)
     scored: list[dict[str, Any]] = []
@@ -147,7 +166,7 @@ def select_settings(config: DomainConfig, generator: GeneratorOutput, real: Real
     warnings = precision_warnings(candidates, syn.select_tolerance, syn.select_per_class)
     for message in warnings:
         log.warning(message)
-    target = directory / f"chosen-{path.stem[5:]}"
+    target = path.parent / "chosen"
     export_with_defaults(chosen_output.pipeline_path, target, first["guidance_scale"], strength)
     plan = {"schema": PLAN_SCHEMA, "checkpoint_step": first["checkpoint_step"],
             "guidance_scale": first["guidance_scale"], "strength": strength,
@@ -161,7 +180,9 @@ def select_settings(config: DomainConfig, generator: GeneratorOutput, real: Real
             "images_per_class_needed": images_needed(candidates, syn.select_tolerance),
             "warnings": warnings, "candidates": candidates}
     atomic_write_json(path, plan)
-    return selection_from_plan(plan, path, generator)
+    RunStore(config.runs_root, config.name).mark_complete(SELECTION_STAGE, path.parent.name,
+                                                          {"plan_hash": plan_hash(plan)})
+    return selection_from_plan(plan, path, generator, cached=False)
 
 
 def precision_warnings(candidates: list[dict[str, Any]], tolerance: float, per_class: int) -> list[str]:

@@ -200,6 +200,21 @@ def planned_synthesis_key(config: DomainConfig, generator: GeneratorOutput,
     return synthesis_key(selection.apply(config), selection.generator.pipeline_hash, real_hash, selection.plan_hash)
 
 
+def selection_stage(config: DomainConfig, generator: GeneratorOutput, reference: ReferenceSource | None,
+                    progress: bool = True) -> Any:
+    """The selection stage (``synthesis.select``): the plan of checkpoint, guidance and strength, decided once per
+    (generator, reference, selection settings) and read back afterwards (pipeline.generator.selection)."""
+    from pipeline.generator.selection import SELECTION_STAGE, plan_path, select_settings
+
+    if generator.split_path is None:
+        raise DataError("synthesis.select needs the generator's split (GeneratorOutput.split_path)")
+    source = _required(reference)
+    path = plan_path(config, generator, source.key)
+    with RunStore(config.runs_root, config.name).lock(SELECTION_STAGE, path.parent.name):
+        return select_settings(config, generator, real_sample(config, generator.split_path, progress), source,
+                               progress=progress)
+
+
 def _required(reference: ReferenceSource | None) -> ReferenceSource:
     if reference is None:
         raise ConfigError("synthesis.select needs the reference classifier (the real arm's fold models): run the "
