@@ -64,7 +64,7 @@ def reference_settings(config: DomainConfig) -> dict[str, Any]:
 
 def reference_stage(config: DomainConfig, split_path: str | os.PathLike[str], progress: bool = False) -> ReferenceOutput:
     """Train (or reuse) the k fold models on the split's TRAIN side; the held-out side is never loaded."""
-    from pipeline.folds import canonical_order, fold_indices, groups_of
+    from pipeline.folds import canonical_order
     from classifiers.data import load_tensors
     from pipeline.image_tensors import domain_cache_dir
     from pipeline.stages import load_split
@@ -82,7 +82,7 @@ def reference_stage(config: DomainConfig, split_path: str | os.PathLike[str], pr
     started = time.perf_counter()
     images, labels = load_tensors(train, class_names, config.data.mode, settings["image_size"],
                                   domain_cache_dir(config.runs_root, config.name), progress)
-    folds = fold_indices(labels.numpy(), groups_of(train), settings["folds"], config.seed)
+    folds = reference_folds(config, train, class_names)
     sha = train["sha256"].astype(str).tolist()
     fold_rows = []
     for fold, (train_idx, val_idx) in enumerate(folds):
@@ -103,11 +103,25 @@ def reference_stage(config: DomainConfig, split_path: str | os.PathLike[str], pr
 
 def reference_key(config: DomainConfig, split: Any) -> str:
     """The reference stage's key, computed without training (selection plans and synthesis keys include it)."""
+    from pipeline.folds import canonical_order
+
     class_names = list(config.data.class_names) or sorted(split.table["label"].astype(str).unique())
     train = split.train
+    folds = reference_folds(config, canonical_order(train.reset_index(drop=True)), class_names)
     return hash_payload({"train": sorted(zip(train["sha256"].astype(str), train["label"].astype(str))),
                          "settings": reference_settings(config), "class_names": class_names,
-                         "mode": config.data.mode, "seed": config.seed, "version": 1})
+                         "mode": config.data.mode, "seed": config.seed, "version": 1,
+                         "fold_rows": hash_payload([[t.tolist(), v.tolist()] for t, v in folds])})
+
+
+def reference_folds(config: DomainConfig, train: pd.DataFrame, class_names: list[str]) -> list[Any]:
+    """The reference's k folds of the training sample (canonical order): patients and near-duplicate groups
+    shape them, so the key hashes the folds as formed."""
+    from pipeline.folds import fold_indices, groups_of
+
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = np.array([index[str(label)] for label in train["label"]])
+    return fold_indices(labels, groups_of(train), config.split.cv_folds, config.seed)
 
 
 def _fit_fold(config: DomainConfig, settings: dict[str, Any], images: torch.Tensor, labels: torch.Tensor,
