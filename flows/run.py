@@ -136,11 +136,11 @@ def _generator(config: DomainConfig, done: dict[str, Any], progress: bool) -> An
 
 
 def _generator_key(config: DomainConfig, done: dict[str, Any]) -> str:
-    from pipeline.generator.stage import generator_key
+    from pipeline.generator.stage import plan_generator
     from pipeline.stages import load_split
 
     split = load_split(done["split"].split_path)  # the generator depends on the training sample alone
-    return generator_key(config, split.training_hash, config.data.resolve_class_names(split.table["label"]))
+    return plan_generator(config, split.training_hash, config.data.resolve_class_names(split.table["label"])).key
 
 
 def _generator_info(out: Any) -> dict[str, Any]:
