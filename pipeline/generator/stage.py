@@ -222,14 +222,18 @@ class LossLog:
 
 
 def synthesis_key(config: DomainConfig, pipeline_hash: str, real_hash: str | None = None,
-                  plan_hash: str | None = None) -> str:
-    """``plan_hash``: the selection plan's content hash (synthesis.select); a different decision is a different set."""
+                  plan_hash: str | None = None, with_count: bool = True) -> str:
+    """``plan_hash``: the selection plan's content hash (synthesis.select); a different decision is a different set.
+    ``with_count=False``: the key shared by sets that differ only in ``per_class`` (image i of class c is the
+    same picture in all of them: its seed is ``image_seed(seed, c, i)``)."""
     s = config.synthesis
     payload = {"generator_hash": pipeline_hash, **s.sampler_settings(), "seed": config.seed}
     if s.mode != "noise":
         payload.update(mode=s.mode, strength=s.strength, real=real_hash)
     if plan_hash is not None:
         payload["plan"] = plan_hash
+    if with_count:
+        payload["per_class"] = s.per_class
     return hash_payload(payload)
 
 
@@ -266,8 +270,8 @@ def real_sample(config: DomainConfig, split_path: str | os.PathLike[str], progre
 def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: bool = True) -> SynthesisOutput:
     """Generate ``synthesis.per_class`` images for every class; a re-run fills in what is missing.
 
-    ``per_class`` is not part of the key: raising it adds images to the same set, lowering it
-    lists only the first N in the manifest. With ``synthesis.select`` the guidance scale, checkpoint
+    ``per_class`` is part of the key; a new set starts from the images of a finished set that differs only
+    in ``per_class`` (the same seeds give the same pictures), so raising it generates only the new ones. With ``synthesis.select`` the guidance scale, checkpoint
     and (real-seeded) strength are first chosen by pipeline.generator.selection (cached, every
     candidate's score recorded in the summary).
     """
@@ -281,16 +285,35 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
         selection = select_settings(config, generator, real, progress=progress)
         config = selection.apply(config)
         generator = selection.generator
-    key = synthesis_key(config, generator.pipeline_hash,
-                        hash_payload(real.sha256s) if real is not None and config.synthesis.mode != "noise" else None,
-                        selection.plan_hash if selection is not None else None)
+    inputs = (config, generator.pipeline_hash,
+              hash_payload(real.sha256s) if real is not None and config.synthesis.mode != "noise" else None,
+              selection.plan_hash if selection is not None else None)
+    key, series = synthesis_key(*inputs), synthesis_key(*inputs, with_count=False)
     store = RunStore(config.runs_root, config.name)
     with store.lock(SYNTHESIS_STAGE, key):  # one writer per set: a second run waits, then reuses or extends it
-        return _synthesize_or_reuse(config, generator, real, selection, key, store, progress)
+        return _synthesize_or_reuse(config, generator, real, selection, key, series, store, progress)
+
+
+def _start_from_sibling(store: RunStore, series: str, directory: Path, per_class: int) -> None:
+    """Copy images 0..per_class-1 of the largest finished set of ``series`` into a new set's folder."""
+    summaries = {m.parent: read_json(m) for m in store.domain_dir.glob(f"{SYNTHESIS_STAGE}/*/{COMPLETE_MARKER}")}
+    finished = [(int(s.get("per_class", 0)), folder) for folder, s in summaries.items()
+                if s.get("series") == series and folder != directory and (folder / "manifest.parquet").is_file()]
+    if not finished or any(directory.glob("images/*/*.png")):
+        return
+    source = max(finished, key=lambda item: item[0])[1]
+    if not store.is_complete(SYNTHESIS_STAGE, source.name):  # its recorded images are still as written
+        return
+    manifest = read_table(source / "manifest.parquet")
+    for c, label, i, rel in zip(manifest["class_index"], manifest["label"], manifest["index"], manifest["relpath"]):
+        origin, target = source / str(rel), directory / str(rel)
+        if int(i) < per_class and str(rel) == image_relpath(int(c), str(label), int(i)) and origin.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save_with(target, lambda tmp, origin=origin: shutil.copyfile(origin, tmp))
 
 
 def _synthesize_or_reuse(config: DomainConfig, generator: GeneratorOutput, real: RealSample | None, selection: Any,
-                         key: str, store: RunStore, progress: bool) -> SynthesisOutput:
+                         key: str, series: str, store: RunStore, progress: bool) -> SynthesisOutput:
     directory = store.stage_dir(SYNTHESIS_STAGE, key)
     manifest_path = directory / "manifest.parquet"
     if store.is_complete(SYNTHESIS_STAGE, key) and manifest_path.is_file() and _current_layout(manifest_path):
@@ -308,12 +331,13 @@ def _synthesize_or_reuse(config: DomainConfig, generator: GeneratorOutput, real:
     if folder_sha256(generator.pipeline_path) != generator.pipeline_hash:
         raise DataError(f"{generator.pipeline_path} does not match its recorded hash; retrain the generator")
     pipe = load_pipeline(generator.pipeline_path, device)
+    _start_from_sibling(store, series, directory, config.synthesis.per_class)
     before = len(list(directory.glob("images/*/*.png")))
     manifest = synthesize(pipe, directory, config.synthesis, config.seed, generator.pipeline_hash, progress,
                           real=real)
     atomic_write_table(manifest_path, manifest)
     syn = config.synthesis
-    summary = {"per_class": syn.per_class, "classes": list(pipe.config.class_names), "images": int(len(manifest)),
+    summary = {"per_class": syn.per_class, "series": series, "classes": list(pipe.config.class_names), "images": int(len(manifest)),
                "generated_this_run": int(max(0, len(list(directory.glob("images/*/*.png"))) - before)),
                **syn.sampler_settings(), "synthesis_mode": syn.mode,
                "strength": syn.strength if syn.mode != "noise" else None,
