@@ -203,3 +203,26 @@ def test_an_interrupted_from_scratch_run_keeps_its_key(tmp_path: Path) -> None:
     torch.save({}, store.stage_dir(GENERATOR_STAGE, scratch) / "checkpoints" / "ckpt-00000050.pt")
     _finished_run(store, generator_key(short, "h", classes), generator_key(short, "h", classes, with_steps=False), 100)
     assert plan_generator(longer, "h", classes).key == scratch  # resumes its own run, never continues another
+
+
+def test_a_new_count_starts_from_the_finished_set_of_its_series(tmp_path: Path) -> None:
+    """per_class in the key must not cost the images already made: image i of class c is the same picture."""
+    from pipeline.generator.stage import SYNTHESIS_STAGE, _start_from_sibling
+    from pipeline.generator.synthesis import image_relpath
+
+    store = RunStore(tmp_path / "runs", "demo")
+    old = store.stage_dir(SYNTHESIS_STAGE, "old")
+    rows = [(c, name, i, image_relpath(c, name, i)) for c, name in enumerate(["a", "b"]) for i in range(3)]
+    for _, _, i, rel in rows:
+        (old / rel).parent.mkdir(parents=True, exist_ok=True)
+        (old / rel).write_bytes(f"png {rel}".encode())
+    atomic_write_table(old / "manifest.parquet", pd.DataFrame(rows, columns=["class_index", "label", "index", "relpath"]),
+                       csv_copy=False)
+    store.mark_complete(SYNTHESIS_STAGE, "old", {"series": "S", "per_class": 3})
+    other_series, new = store.stage_dir(SYNTHESIS_STAGE, "other"), store.stage_dir(SYNTHESIS_STAGE, "new")
+    _start_from_sibling(store, "T", other_series, 2)
+    assert not list(other_series.rglob("*.png"))  # another series: nothing shared
+    _start_from_sibling(store, "S", new, 2)
+    assert sorted(p.relative_to(new).as_posix() for p in new.rglob("*.png")) == sorted(
+        rel for _, _, i, rel in rows if i < 2)
+    assert all((new / rel).read_bytes() == (old / rel).read_bytes() for _, _, i, rel in rows if i < 2)
