@@ -14,9 +14,9 @@ decoded, the specs pointed at them), ``run_fit`` per spec,
 read of the held-out images - every frozen fit scored on ``test`` (and ``dev``, with a development
 split; classifiers.scoring) - then the results table, ensembles, summary and exports. The stage key
 hashes the split, the synthetic set's content, the classifier settings and every fit's key (so the
-folds as formed and the resolved weights reach it too); a complete key is returned from the store. Fits are keyed by what they train on only (see classifiers.train), so a
-changed held-out set rescores the same frozen fits, and changing the list of arms reuses every
-fit that did not change.
+folds as formed and the resolved weights reach it too); a complete key is returned from the store.
+Fits are keyed by what they train on only (see classifiers.train), so a changed held-out set
+rescores the same frozen fits, and changing the list of arms reuses every fit that did not change.
 Arms that need synthetic data are skipped, with a note in the summary, when there is none.
 """
 
@@ -122,10 +122,10 @@ def read_inputs(config: DomainConfig, split_path: str | os.PathLike[str],
         else:
             arms[arm] = arm_manifest(arm, split, synthetic)
     specs = fit_specs(config, class_names, real, arms)
+    settings = {k: v for k, v in cc.to_dict().items() if k != "checkpoints"}  # paths: fit keys hold the content
     key = hash_payload({"split_hash": split.split_hash,
                         "synthetic": manifest_hash(synthetic) if synthetic is not None else None,
-                        "classifiers": {k: v for k, v in cc.to_dict().items() if k != "checkpoints"},  # paths:
-                        "folds": config.split.cv_folds, "seed": config.seed,  # the fit keys hold their content
+                        "classifiers": settings, "folds": config.split.cv_folds, "seed": config.seed,
                         "mode": config.data.mode, "class_names": class_names, "fits": [s.key for s in specs],
                         "version": 3})
     return StageInputs(split, class_names, synthetic, key, real, arms, specs, notes)
