@@ -18,7 +18,7 @@ to the floors below, which never import this module.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import torch
 
 from classifiers.data import arm_manifest, real_sample_manifest
 from classifiers.predict import load_fit
-from classifiers.stage import arm_specs
+from classifiers.stage import fit_specs
 from classifiers.train import FIT_STAGE, FitSpec, run_fit
 from pipeline.config import DomainConfig, hash_payload
 from pipeline.quality.judge import FoldModels
@@ -75,13 +75,14 @@ def reference_architecture(config: DomainConfig) -> str:
     return cc.primary_architecture or cc.architectures[0]
 
 
-def reference_specs(config: DomainConfig, split: Split, directory: Path) -> tuple[list[FitSpec], dict[str, Any]]:
-    """The real arm's fit specs for the reference architecture (manifests to be written under ``directory``)."""
+def reference_specs(config: DomainConfig, split: Split, directory: Path) -> tuple[list[FitSpec], dict[Path, Any]]:
+    """The real arm's fit specs for the reference architecture, pointing at manifests to be written under
+    ``directory`` (the tables to write, by path)."""
     class_names = config.data.resolve_class_names(split.table["label"])
     real, table = real_sample_manifest(split), arm_manifest(REFERENCE_ARM, split, None)
     arm_path, real_path = directory / "arms" / f"{REFERENCE_ARM}.parquet", directory / "real_sample.parquet"
-    specs = arm_specs(config, REFERENCE_ARM, [reference_architecture(config)], (table, arm_path), (real, real_path),
-                      class_names)
+    specs = [replace(spec, arm_manifest_path=str(arm_path), real_manifest_path=str(real_path))
+             for spec in fit_specs(config, class_names, real, {REFERENCE_ARM: table}, [reference_architecture(config)])]
     return specs, {arm_path: table, real_path: real}
 
 

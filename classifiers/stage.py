@@ -7,15 +7,16 @@ What the pipeline runner calls::
                        # (domain, arm, architecture, fold | "ensemble")
     out.summary["exports"][arm]["path"]   # export/<arm>/: the arm's model for timm.create_model
 
-Named steps: ``read_inputs`` (split, classes, synthetic set, stage key), ``plan_fits`` (the
-real-sample and arm manifests, one FitSpec per arm x architecture x fold), ``run_fit`` per spec,
+Named steps: ``read_inputs`` (split, classes, synthetic set, the arm tables, one FitSpec per arm x
+architecture x fold, the stage key), ``plan_fits`` (the real-sample and arm manifests written and
+decoded, the specs pointed at them), ``run_fit`` per spec,
 ``finish_stage``: each arm's architecture chosen on validation (classifiers.choice), then the one
 read of the held-out images - every frozen fit scored on ``test`` (and ``dev``, with a development
 split; classifiers.scoring) - then the results table, ensembles, summary and exports. The stage key
-hashes the split, the synthetic set's content and the classifier settings; a complete key is
-returned from the store. Fits are keyed by what they train on only (see classifiers.train), so a
-changed held-out set rescores the same frozen fits, and changing the list of arms reuses every
-fit that did not change.
+hashes the split, the synthetic set's content, the classifier settings and every fit's key (so the
+folds as formed and the resolved weights reach it too); a complete key is returned from the store.
+Fits are keyed by what they train on only (see classifiers.train), so a changed held-out set
+rescores the same frozen fits, and changing the list of arms reuses every fit that did not change.
 Arms that need synthetic data are skipped, with a note in the summary, when there is none.
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,14 @@ from tqdm.auto import tqdm
 
 from classifiers import zoo
 from classifiers.choice import choose_per_arm
-from pipeline.folds import assert_disjoint_from_test
+from pipeline.folds import assert_disjoint_from_test, fold_plans
 from classifiers.export import export_arms
 from classifiers.data import (AUGMENTED, NEEDS_SYNTHETIC, arm_file_name, arm_manifest, dev_manifest,
                               held_out_manifest, load_tensors, read_synthetic_manifest, real_sample_manifest)
 from classifiers.metrics import ensemble_probabilities
 from classifiers.scoring import DEV, TEST, EvaluationSet, evaluation_set, score_fits, set_metrics
 from classifiers.train import FitResult, FitSpec, run_fit
+from classifiers.weights import resolve_weights
 from pipeline.config import DomainConfig, hash_payload
 from pipeline.image_tensors import domain_cache_dir
 from pipeline.split import Split
@@ -67,12 +69,17 @@ class ClassifierOutput:
 
 @dataclass
 class StageInputs:
-    """What the stage reads: the split, its class order, the synthetic set (if any) and the stage key."""
+    """What the stage reads: the split, its class order, the synthetic set (if any), the real sample and arm
+    tables, one FitSpec per fit (manifest paths still empty: ``plan_fits`` writes them) and the stage key."""
 
     split: Split
     class_names: list[str]
     synthetic: pd.DataFrame | None
     key: str
+    real: pd.DataFrame
+    arms: dict[str, pd.DataFrame]
+    specs: list[FitSpec]
+    notes: list[str]
 
 
 def classifiers_stage(config: DomainConfig, split_path: str | os.PathLike[str],
@@ -107,16 +114,52 @@ def read_inputs(config: DomainConfig, split_path: str | os.PathLike[str],
     class_names = config.data.resolve_class_names(split.table["label"])
     synthetic = (read_synthetic_manifest(synthetic_manifest_path, class_names)
                  if synthetic_manifest_path is not None else None)
+    real = real_sample_manifest(split)
+    arms, notes = {}, []
+    for arm in cc.arms:
+        if arm in NEEDS_SYNTHETIC and synthetic is None:
+            notes.append(f"arm {arm!r} skipped: no synthetic manifest was given")
+        else:
+            arms[arm] = arm_manifest(arm, split, synthetic)
+    specs = fit_specs(config, class_names, real, arms)
+    settings = {k: v for k, v in cc.to_dict().items() if k != "checkpoints"}  # paths: fit keys hold the content
     key = hash_payload({"split_hash": split.split_hash,
                         "synthetic": manifest_hash(synthetic) if synthetic is not None else None,
-                        "classifiers": cc.to_dict(), "folds": config.split.cv_folds, "seed": config.seed,
-                        "mode": config.data.mode, "class_names": class_names, "version": 2})
-    return StageInputs(split, class_names, synthetic, key)
+                        "classifiers": settings, "folds": config.split.cv_folds, "seed": config.seed,
+                        "mode": config.data.mode, "class_names": class_names, "fits": [s.key for s in specs],
+                        "version": 3})
+    return StageInputs(split, class_names, synthetic, key, real, arms, specs, notes)
+
+
+def fit_specs(config: DomainConfig, class_names: list[str], real: pd.DataFrame, arms: dict[str, pd.DataFrame],
+              architectures: list[str] | None = None) -> list[FitSpec]:
+    """One FitSpec per (arm, architecture, fold): its key holds the fold's rows and the resolved weights.
+
+    The key hashes content, never where the manifests are written (the paths stay empty here), so the
+    reference stage (classifiers.reference, ``architectures`` = the reference's) and this stage plan the
+    same ``real`` fits under the same keys."""
+    cc = config.classifiers
+    architectures = list(cc.architectures if architectures is None else architectures)
+    weights = {name: resolve_weights(name, cc.pretrained, cc.checkpoints).key for name in architectures}
+    real_hash = manifest_hash(real)
+    specs = []
+    for arm, table in arms.items():
+        plans = fold_plans(table, real, config.split.cv_folds, config.seed, cc.validation)
+        for architecture in architectures:
+            specs += [FitSpec(domain=config.name, arm=arm, architecture=architecture, fold=fold, arm_manifest_path="",
+                              arm_hash=manifest_hash(table), real_manifest_path="", real_hash=real_hash,
+                              class_names=tuple(class_names), mode=config.data.mode, seed=config.seed,
+                              config=cc.to_dict(), folds=config.split.cv_folds, fold_hash=plan.digest,
+                              weights=weights[architecture], augment=arm in AUGMENTED,
+                              runs_root=str(config.runs_root),
+                              cache_dir=str(domain_cache_dir(config.runs_root, config.name)))
+                      for fold, plan in enumerate(plans)]
+    return specs
 
 
 def plan_fits(config: DomainConfig, inputs: StageInputs, directory: Path, progress: bool
               ) -> tuple[list[FitSpec], list[str]]:
-    """Write the real-sample and arm manifests (decoding each once) and one FitSpec per fit.
+    """Write the real-sample and arm manifests (decoding each once) and point the FitSpecs at them.
 
     The held-out manifests are only compared by content hash here (no arm may hold a held-out image);
     their pixels are first read by ``finish_stage``, after every fit is frozen.
@@ -124,39 +167,19 @@ def plan_fits(config: DomainConfig, inputs: StageInputs, directory: Path, progre
     cc = config.classifiers
     cache_dir = domain_cache_dir(config.runs_root, config.name)
     held_out = pd.concat([held_out_manifest(inputs.split), dev_manifest(inputs.split)], ignore_index=True)
-    real = real_sample_manifest(inputs.split)
     real_path = directory / "real_sample.parquet"
-    atomic_write_table(real_path, real, csv_copy=False)
-    load_tensors(real, inputs.class_names, config.data.mode, cc.image_size, cache_dir, progress)
-    assert_disjoint_from_test(real, held_out, "real sample")
-    notes: list[str] = []
-    specs: list[FitSpec] = []
-    for arm in cc.arms:
-        if arm in NEEDS_SYNTHETIC and inputs.synthetic is None:
-            notes.append(f"arm {arm!r} skipped: no synthetic manifest was given")
-            continue
-        table = arm_manifest(arm, inputs.split, inputs.synthetic)
+    atomic_write_table(real_path, inputs.real, csv_copy=False)
+    load_tensors(inputs.real, inputs.class_names, config.data.mode, cc.image_size, cache_dir, progress)
+    assert_disjoint_from_test(inputs.real, held_out, "real sample")
+    paths = {}
+    for arm, table in inputs.arms.items():
         assert_disjoint_from_test(table, held_out, arm)
-        arm_path = directory / "arms" / f"{arm_file_name(arm)}.parquet"
-        atomic_write_table(arm_path, table, csv_copy=False)
+        paths[arm] = directory / "arms" / f"{arm_file_name(arm)}.parquet"
+        atomic_write_table(paths[arm], table, csv_copy=False)
         load_tensors(table, inputs.class_names, config.data.mode, cc.image_size, cache_dir, progress)
-        specs += arm_specs(config, arm, cc.architectures, (table, arm_path), (real, real_path), inputs.class_names)
-    return specs, notes
-
-
-def arm_specs(config: DomainConfig, arm: str, architectures: list[str], arm_table: tuple[pd.DataFrame, Path],
-              real_table: tuple[pd.DataFrame, Path], class_names: list[str]) -> list[FitSpec]:
-    """One FitSpec per (architecture, fold) of an arm: (manifest, where it is written) for the arm and the real
-    sample. The key hashes their content, not where they are, so the reference stage (classifiers.reference)
-    and this stage plan the same ``real`` fits under the same keys."""
-    (table, arm_path), (real, real_path) = arm_table, real_table
-    return [FitSpec(domain=config.name, arm=arm, architecture=architecture, fold=fold,
-                    arm_manifest_path=str(arm_path), arm_hash=manifest_hash(table),
-                    real_manifest_path=str(real_path), real_hash=manifest_hash(real),
-                    class_names=tuple(class_names), mode=config.data.mode, seed=config.seed,
-                    config=config.classifiers.to_dict(), folds=config.split.cv_folds, augment=arm in AUGMENTED,
-                    runs_root=str(config.runs_root), cache_dir=str(domain_cache_dir(config.runs_root, config.name)))
-            for architecture in architectures for fold in range(config.split.cv_folds)]
+    specs = [replace(spec, arm_manifest_path=str(paths[spec.arm]), real_manifest_path=str(real_path))
+             for spec in inputs.specs]
+    return specs, list(inputs.notes)
 
 
 def evaluation_sets(config: DomainConfig, inputs: StageInputs, directory: Path) -> list[EvaluationSet]:

@@ -78,6 +78,8 @@ class FitSpec:
     seed: int
     config: dict[str, Any]  # ClassifierConfig as a dict
     folds: int  # k of the k-fold CV (split.cv_folds): the real sample's folds validate every arm
+    fold_hash: str  # pipeline.folds.FoldPlan.digest: which rows train and validate (patients, groups, algorithm)
+    weights: str  # classifiers.weights.WeightsChoice.key: scratch, hub weights or a checkpoint's sha256
     augment: bool
     runs_root: str
     cache_dir: str
@@ -87,12 +89,12 @@ class FitSpec:
         return hash_payload({"arm": self.arm, "architecture": self.architecture, "fold": self.fold,
                              "folds": self.folds, "arm_hash": self.arm_hash, "real_hash": self.real_hash,
                              "class_names": list(self.class_names), "mode": self.mode, "seed": self.seed,
-                             "config": self._key_config(), "augment": self.augment, "version": 3})
+                             "config": self._key_config(), "augment": self.augment, "fold_hash": self.fold_hash,
+                             "weights": self.weights, "version": 4})
 
     def _key_config(self) -> dict[str, Any]:
         """The settings this fit's result depends on (others change, the fit is reused)."""
-        config = {k: v for k, v in self.config.items() if k not in _NOT_IN_KEY}
-        config["checkpoint"] = (self.config.get("checkpoints") or {}).get(self.architecture)
+        config = {k: v for k, v in self.config.items() if k not in _NOT_IN_KEY}  # checkpoints: in ``weights``
         unused = _EPOCH_BUDGET_KEYS if config.get("budget", "steps") == "steps" else _STEP_BUDGET_KEYS
         for name in unused:
             config.pop(name, None)
@@ -167,7 +169,7 @@ def run_fit(spec: FitSpec, progress: bool = False) -> FitResult:
     torch.manual_seed(seed)
     channels = data.images.shape[1]
     model, weights = build_model(spec.architecture, channels, len(spec.class_names), config.pretrained,
-                                 config.checkpoints)
+                                 config.checkpoints, expect=spec.weights)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     data_config = resolve_input_data_config(model)  # timm: the weights' mean/std, adapted to the model's channels
@@ -189,6 +191,8 @@ def load_fit_data(spec: FitSpec, config: ClassifierConfig) -> FitData:
     real = pd.read_parquet(spec.real_manifest_path)
     images, labels = load_tensors(arm, class_names, spec.mode, config.image_size, spec.cache_dir)
     plan = fold_plan(arm, real, spec.fold, spec.folds, spec.seed, config.validation)
+    if plan.digest != spec.fold_hash:
+        raise RuntimeError(f"fold {spec.fold} of {spec.arm} differs from the one its key was planned with; run again")
     val_table = real if plan.val_table == "real" else arm
     if plan.val_table == "real":
         pool_images, pool_labels = load_tensors(real, class_names, spec.mode, config.image_size, spec.cache_dir)

@@ -93,7 +93,12 @@ class Stage:
     ``run(config, done, progress)`` calls the stage function; ``done`` maps earlier stage names (and
     ``"data"``, the dataset path) to their outputs. ``info(output)`` is what run.json records.
     ``cache_key(config, done)``, when given, is the stage's run-store key computed *without* running
-    it: the flow uses it (with the config sections in ``reads``) as the Prefect cache key.
+    it, by the same function the stage keys its folder with: the flow uses it (with the config sections
+    in ``reads``) as the Prefect cache key. Stages without one (quality, classifiers, explain) run with
+    Prefect caching off and the run store decides (one authority): their keys need the stage's own
+    reading first (quality: the reference classifier and extractors; classifiers: arm tables, folds and
+    resolved weights, computed by ``classifiers.stage.read_inputs``, whose fits the flow caches by fit
+    key; explain: the results table and held-out scores), and a stored key returns at once.
     ``retries`` > 0 only for idempotent stages (a retry recomputes nothing that is stored). ``tags``
     (``gpu``) let a tag concurrency limit cap heavy tasks. ``fan_out`` marks a stage the flow splits
     into independent tasks (classifiers: plan, one task per fit, assemble); ``when(config)`` False
@@ -158,11 +163,11 @@ def _generator(config: DomainConfig, done: dict[str, Any], progress: bool) -> An
 
 
 def _generator_key(config: DomainConfig, done: dict[str, Any]) -> str:
-    from pipeline.generator.stage import generator_key
+    from pipeline.generator.stage import plan_generator
     from pipeline.stages import load_split
 
     split = load_split(done["split"].split_path)  # the generator depends on the training sample alone
-    return generator_key(config, split.training_hash, config.data.resolve_class_names(split.table["label"]))
+    return plan_generator(config, split.training_hash, config.data.resolve_class_names(split.table["label"])).key
 
 
 def _generator_info(out: Any) -> dict[str, Any]:

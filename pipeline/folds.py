@@ -24,6 +24,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from pipeline.errors import DataError, LeakageError
+from pipeline.hashing import hash_payload
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,12 @@ class FoldPlan:
     train: np.ndarray
     val: np.ndarray
     val_table: str  # "real" (the real 20% sample) or "arm" (the arm's own table)
+
+    @property
+    def digest(self) -> str:
+        """Which rows train and validate (fit keys hash it: patients, near-duplicate groups and the fold
+        algorithm all reach a fit through these rows, whatever the manifests' content hashes say)."""
+        return hash_payload([self.val_table, self.train.tolist(), self.val.tolist()])
 
 
 def canonical_order(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -61,12 +68,22 @@ def fold_indices(labels: np.ndarray, groups: np.ndarray | None, folds: int, seed
 def fold_plan(arm: pd.DataFrame, real: pd.DataFrame, fold: int, folds: int, seed: int,
               validation: str) -> FoldPlan:
     """Train/validation rows of fold ``fold`` (both tables in canonical order)."""
+    return fold_plans(arm, real, folds, seed, validation)[fold]
+
+
+def fold_plans(arm: pd.DataFrame, real: pd.DataFrame, folds: int, seed: int, validation: str) -> list[FoldPlan]:
+    """Every fold's train/validation rows (both tables in canonical order), the folds formed once."""
     if validation == "arm":
-        train, val = fold_indices(arm["label"].to_numpy(), groups_of(arm), folds, seed)[fold]
-        return FoldPlan(train, val, "arm")
+        return [FoldPlan(train, val, "arm")
+                for train, val in fold_indices(arm["label"].to_numpy(), groups_of(arm), folds, seed)]
     if validation != "real":
         raise ValueError(f"validation must be 'real' or 'arm', got {validation!r}")
-    _, val = fold_indices(real["label"].to_numpy(), groups_of(real), folds, seed)[fold]
+    return [_real_validated(arm, real, val)
+            for _, val in fold_indices(real["label"].to_numpy(), groups_of(real), folds, seed)]
+
+
+def _real_validated(arm: pd.DataFrame, real: pd.DataFrame, val: np.ndarray) -> FoldPlan:
+    """The arm's rows minus real validation rows ``val`` (and their patients and the synthetic images they seeded)."""
     held = set(real["sha256"].iloc[val].astype(str))
     excluded = arm["sha256"].astype(str).isin(held)
     if "seed_sha256" in arm:  # real-seeded synthetic images are near copies of their seeds

@@ -4,9 +4,12 @@
     synthesis_stage(config, generator)        -> SynthesisOutput    runs/<domain>/synthesis/<key>/
 
 The generator key hashes the split, the model/training settings, the channel mode, the class
-order and the seed; the trained generator is exported as a diffusers pipeline folder
+order and the seed, and for a longer run that continues a finished shorter one of the same
+settings (a warm restart from its last checkpoint) the shorter run's key and step as well: a
+continued generator never sits under a from-scratch key (``plan_generator`` decides which, before
+training, for ``synth-augment run`` and the flow alike); the trained generator is exported as a diffusers pipeline folder
 (``<key>/pipeline``, loadable with ``ClassConditionalPipeline.from_pretrained``). The synthesis
-key hashes that folder's content hash and the sampling settings. A finished stage returns at
+key hashes that folder's content hash, the sampling settings and the number of images per class. A finished stage returns at
 once (``cached=True``); an unfinished one resumes (training from its newest readable
 checkpoint, synthesis by filling in missing images).
 """
@@ -17,6 +20,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,38 +45,92 @@ from pipeline.store import (COMPLETE_MARKER, RunStore, atomic_save_with, atomic_
 GENERATOR_STAGE, SYNTHESIS_STAGE = "generator", "synthesis"
 
 
-def generator_key(config: DomainConfig, training_hash: str, class_names: list[str], with_steps: bool = True) -> str:
-    """Cache key of a generator; ``with_steps=False`` gives the key shared by runs that differ only in length."""
+def generator_key(config: DomainConfig, training_hash: str, class_names: list[str], with_steps: bool = True,
+                  continued_from: dict[str, Any] | None = None) -> str:
+    """Cache key of a generator; ``with_steps=False`` gives the key shared by runs that differ only in length
+    (its lineage); ``continued_from`` ({"key", "step"}) names the shorter run a warm restart started from."""
     leave_out = RESUMABLE_CHANGES[1:] if with_steps else RESUMABLE_CHANGES
     settings = {k: v for k, v in config.generator.to_dict().items() if k not in leave_out
                 and not (k in GENERATOR_LEGACY_VALUES and v == GENERATOR_LEGACY_VALUES[k])}
-    return hash_payload({"split_hash": training_hash, "generator": settings, "mode": config.data.mode,
-                         "class_names": class_names, "seed": config.seed})
+    payload = {"split_hash": training_hash, "generator": settings, "mode": config.data.mode,
+               "class_names": class_names, "seed": config.seed}
+    if continued_from is not None:  # only then: from-scratch keys stay as they were
+        payload["continued_from"] = continued_from
+    return hash_payload(payload)
+
+
+@dataclass(frozen=True)
+class GeneratorPlan:
+    """The generator stage's key, decided before training: from scratch, or continuing a shorter finished run."""
+
+    key: str
+    lineage: str  # the key of every run that differs from this one only in length
+    start: tuple[str, int, Path] | None = None  # (key, step, last checkpoint) of the shorter run it continues
+
+
+def plan_generator(config: DomainConfig, training_hash: str, class_names: list[str]) -> GeneratorPlan:
+    """The generator key both front doors use: a from-scratch run of this length when one is finished or under
+    way; else a finished continued run of this length; else a continuation of the longest finished shorter
+    run of the same lineage; else from scratch."""
+    from pipeline.generator.checkpoint import list_checkpoints
+
+    store = RunStore(config.runs_root, config.name)
+    scratch = generator_key(config, training_hash, class_names)
+    lineage = generator_key(config, training_hash, class_names, with_steps=False)
+    if store.is_complete(GENERATOR_STAGE, scratch) or list_checkpoints(
+            store.domain_dir / GENERATOR_STAGE / scratch / "checkpoints"):
+        return GeneratorPlan(scratch, lineage)
+    steps = config.generator.train_steps
+    finished = _finished_runs(store, lineage)
+    continued = sorted((s.get("continued_from") or 0, k) for k, s in finished.items() if s["steps"] == steps)
+    if continued:
+        return GeneratorPlan(continued[-1][1], lineage)
+    start = shorter_run(finished, steps)
+    if start is None:
+        return GeneratorPlan(scratch, lineage)
+    return GeneratorPlan(generator_key(config, training_hash, class_names,
+                                       continued_from={"key": start[0], "step": start[1]}), lineage, start)
+
+
+def _finished_runs(store: RunStore, lineage: str) -> dict[str, dict[str, Any]]:
+    """key -> summary of every complete generator run of ``lineage``."""
+    runs = {}
+    for marker in store.domain_dir.glob(f"{GENERATOR_STAGE}/*/summary.json"):
+        summary = json.loads(marker.read_text())
+        if summary.get("lineage") == lineage and (marker.parent / COMPLETE_MARKER).is_file():
+            runs[marker.parent.name] = {**summary, "steps": int(summary.get("steps", 0)), "_folder": marker.parent}
+    return runs
+
+
+def shorter_run(finished: dict[str, dict[str, Any]], steps: int) -> tuple[str, int, Path] | None:
+    """(key, step, checkpoint) of the longest finished run shorter than ``steps`` whose last checkpoint loads."""
+    from pipeline.generator.checkpoint import list_checkpoints
+
+    best: tuple[str, int, Path] | None = None
+    for key, summary in finished.items():
+        done = summary["steps"]
+        if done < steps and (best is None or done > best[1]):
+            found = list_checkpoints(summary["_folder"] / "checkpoints")
+            if found and found[-1][0] == done and loads(found[-1][1]):
+                best = (key, done, found[-1][1])
+    return best
 
 
 def continue_shorter_run(store: RunStore, lineage: str, steps: int, ckpt_dir: Path) -> int | None:
-    """Start a longer run from the newest checkpoint of the longest finished shorter run of the same settings.
+    """Copy the last checkpoint of the longest finished shorter run of ``lineage`` into ``ckpt_dir`` (when it
+    has none) and return its step: training then resumes from it, and the cosine schedule restarts from that
+    step's place in the longer schedule (a warm restart, recorded as ``continued_from``)."""
+    return copy_start(shorter_run(_finished_runs(store, lineage), steps), ckpt_dir)
 
-    Only ``train_steps`` differs, so its checkpoint is a valid resume point (the cosine schedule then
-    restarts from that step's place in the longer schedule: a warm restart, recorded as ``continued_from``).
-    """
+
+def copy_start(start: tuple[str, int, Path] | None, ckpt_dir: Path) -> int | None:
     from pipeline.generator.checkpoint import list_checkpoints
 
-    if list_checkpoints(ckpt_dir):
-        return None
-    best: tuple[int, Path] | None = None
-    for marker in store.domain_dir.glob(f"{GENERATOR_STAGE}/*/summary.json"):
-        summary = json.loads(marker.read_text())
-        done = int(summary.get("steps", 0))
-        if summary.get("lineage") == lineage and done < steps and (marker.parent / COMPLETE_MARKER).is_file():
-            found = list_checkpoints(marker.parent / "checkpoints")
-            if found and found[-1][0] == done and (best is None or done > best[0]) and loads(found[-1][1]):
-                best = (done, found[-1][1])
-    if best is None:
+    if start is None or list_checkpoints(ckpt_dir):
         return None
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    atomic_save_with(ckpt_dir / best[1].name, lambda tmp: shutil.copyfile(best[1], tmp))
-    return best[0]
+    atomic_save_with(ckpt_dir / start[2].name, lambda tmp: shutil.copyfile(start[2], tmp))
+    return start[1]
 
 
 def loads(checkpoint: Path) -> bool:
@@ -90,14 +148,15 @@ def train_generator_stage(config: DomainConfig, split_path: str | os.PathLike[st
     """Train the class-conditional generator on the split's training side (resuming when interrupted)."""
     split = load_split(split_path)
     class_names = config.data.resolve_class_names(split.table["label"])
-    key = generator_key(config, split.training_hash, class_names)
+    plan = plan_generator(config, split.training_hash, class_names)
     store = RunStore(config.runs_root, config.name)
-    with store.lock(GENERATOR_STAGE, key):  # a second run on this key waits, then reuses the first's generator
-        return _train_or_reuse(config, split, Path(split_path), class_names, key, store, progress)
+    with store.lock(GENERATOR_STAGE, plan.key):  # a second run on this key waits, then reuses the first's generator
+        return _train_or_reuse(config, split, Path(split_path), class_names, plan, store, progress)
 
 
-def _train_or_reuse(config: DomainConfig, split: Any, split_path: Path, class_names: list[str], key: str,
+def _train_or_reuse(config: DomainConfig, split: Any, split_path: Path, class_names: list[str], plan: GeneratorPlan,
                     store: RunStore, progress: bool) -> GeneratorOutput:
+    key = plan.key
     directory = store.stage_dir(GENERATOR_STAGE, key)
     pipeline_path = directory / "pipeline"
     if store.is_complete(GENERATOR_STAGE, key) and (pipeline_path / "model_index.json").is_file():
@@ -111,16 +170,14 @@ def _train_or_reuse(config: DomainConfig, split: Any, split_path: Path, class_na
         return GeneratorOutput(key, directory, pipeline_path, digest, summary, cached=True, split_path=split_path)
 
     started = time.perf_counter()
-    lineage = generator_key(config, split.training_hash, class_names, with_steps=False)
-    continued_from = continue_shorter_run(store, lineage, config.generator.train_steps, directory / "checkpoints")
+    copy_start(plan.start, directory / "checkpoints")
     data = load_training_data(config, split, domain_cache_dir(config.runs_root, config.name), progress=progress)
     loss_log = LossLog(directory / "losses.json", config.generator.checkpoint_every)
     result = train_generator(config, data, directory, split.training_hash, progress=progress, on_step=loss_log)
     loss_log.save()
-    if continued_from is not None and result.resumed_from != continued_from:
-        notice(f"the checkpoint of step {continued_from} copied from a shorter run did not load; trained from "
-               f"{'step ' + str(result.resumed_from) if result.resumed_from else 'scratch'} instead")
-        continued_from = None
+    if plan.start is not None and result.resumed_from is None:  # never a from-scratch run under a continued key
+        raise DataError(f"the checkpoint of step {plan.start[1]} copied from the shorter run {plan.start[0]} did not "
+                        f"load; delete {directory} and {store.domain_dir / GENERATOR_STAGE / plan.start[0]} to retrain")
     logged = [(int(step), float(value)) for step, value in loss_log.losses]
     digest = folder_sha256(result.model_path)
     per_class = {name: int((data.labels == i).sum()) for i, name in enumerate(class_names)}
@@ -134,7 +191,8 @@ def _train_or_reuse(config: DomainConfig, split: Any, split_path: Path, class_na
                "mean_loss_last_50": (sum(v for _, v in logged[-50:]) / len(logged[-50:]) if logged else None),
                "train_seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 2),
                "ema_decay_reached": round(config.generator.ema_decay_at(result.steps), 6),
-               "lineage": lineage, "continued_from": continued_from,
+               "lineage": plan.lineage, "continued_from": plan.start[1] if plan.start else None,
+               "continued_from_key": plan.start[0] if plan.start else None,
                "stage_seconds": round(time.perf_counter() - started, 2)}
     atomic_write_json(directory / "summary.json", summary)
     store.mark_complete(GENERATOR_STAGE, key, summary)
@@ -165,14 +223,18 @@ class LossLog:
 
 
 def synthesis_key(config: DomainConfig, pipeline_hash: str, real_hash: str | None = None,
-                  plan_hash: str | None = None) -> str:
-    """``plan_hash``: the selection plan's content hash (synthesis.select); a different decision is a different set."""
+                  plan_hash: str | None = None, with_count: bool = True) -> str:
+    """``plan_hash``: the selection plan's content hash (synthesis.select); a different decision is a different set.
+    ``with_count=False``: the key shared by sets that differ only in ``per_class`` (image i of class c is the
+    same picture in all of them: its seed is ``image_seed(seed, c, i)``)."""
     s = config.synthesis
     payload = {"generator_hash": pipeline_hash, **s.sampler_settings(), "seed": config.seed}
     if s.mode != "noise":
         payload.update(mode=s.mode, strength=s.strength, real=real_hash)
     if plan_hash is not None:
         payload["plan"] = plan_hash
+    if with_count:
+        payload["per_class"] = s.per_class
     return hash_payload(payload)
 
 
@@ -234,8 +296,8 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
                     reference: ReferenceSource | None = None) -> SynthesisOutput:
     """Generate ``synthesis.per_class`` images for every class; a re-run fills in what is missing.
 
-    ``per_class`` is not part of the key: raising it adds images to the same set, lowering it
-    lists only the first N in the manifest. With ``synthesis.select`` the guidance scale, checkpoint
+    ``per_class`` is part of the key; a new set starts from the images of a finished set that differs only
+    in ``per_class`` (the same seeds give the same pictures), so raising it generates only the new ones. With ``synthesis.select`` the guidance scale, checkpoint
     and (real-seeded) strength are first chosen by pipeline.generator.selection (cached, every
     candidate's score recorded in the summary), judged by ``reference`` (the real arm's fold models; the
     wiring in flows/run.py passes the ``reference`` stage's output).
@@ -250,16 +312,35 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
         selection = select_settings(config, generator, real, _required(reference), progress=progress)
         config = selection.apply(config)
         generator = selection.generator
-    key = synthesis_key(config, generator.pipeline_hash,
-                        hash_payload(real.sha256s) if real is not None and config.synthesis.mode != "noise" else None,
-                        selection.plan_hash if selection is not None else None)
+    inputs = (config, generator.pipeline_hash,
+              hash_payload(real.sha256s) if real is not None and config.synthesis.mode != "noise" else None,
+              selection.plan_hash if selection is not None else None)
+    key, series = synthesis_key(*inputs), synthesis_key(*inputs, with_count=False)
     store = RunStore(config.runs_root, config.name)
     with store.lock(SYNTHESIS_STAGE, key):  # one writer per set: a second run waits, then reuses or extends it
-        return _synthesize_or_reuse(config, generator, real, selection, key, store, progress)
+        return _synthesize_or_reuse(config, generator, real, selection, key, series, store, progress)
+
+
+def _start_from_sibling(store: RunStore, series: str, directory: Path, per_class: int) -> None:
+    """Copy images 0..per_class-1 of the largest finished set of ``series`` into a new set's folder."""
+    summaries = {m.parent: read_json(m) for m in store.domain_dir.glob(f"{SYNTHESIS_STAGE}/*/{COMPLETE_MARKER}")}
+    finished = [(int(s.get("per_class", 0)), folder) for folder, s in summaries.items()
+                if s.get("series") == series and folder != directory and (folder / "manifest.parquet").is_file()]
+    if not finished or any(directory.glob("images/*/*.png")):
+        return
+    source = max(finished, key=lambda item: item[0])[1]
+    if not store.is_complete(SYNTHESIS_STAGE, source.name):  # its recorded images are still as written
+        return
+    manifest = read_table(source / "manifest.parquet")
+    for c, label, i, rel in zip(manifest["class_index"], manifest["label"], manifest["index"], manifest["relpath"]):
+        origin, target = source / str(rel), directory / str(rel)
+        if int(i) < per_class and str(rel) == image_relpath(int(c), str(label), int(i)) and origin.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save_with(target, lambda tmp, origin=origin: shutil.copyfile(origin, tmp))
 
 
 def _synthesize_or_reuse(config: DomainConfig, generator: GeneratorOutput, real: RealSample | None, selection: Any,
-                         key: str, store: RunStore, progress: bool) -> SynthesisOutput:
+                         key: str, series: str, store: RunStore, progress: bool) -> SynthesisOutput:
     directory = store.stage_dir(SYNTHESIS_STAGE, key)
     manifest_path = directory / "manifest.parquet"
     if store.is_complete(SYNTHESIS_STAGE, key) and manifest_path.is_file() and _current_layout(manifest_path):
@@ -277,12 +358,13 @@ def _synthesize_or_reuse(config: DomainConfig, generator: GeneratorOutput, real:
     if folder_sha256(generator.pipeline_path) != generator.pipeline_hash:
         raise DataError(f"{generator.pipeline_path} does not match its recorded hash; retrain the generator")
     pipe = load_pipeline(generator.pipeline_path, device)
+    _start_from_sibling(store, series, directory, config.synthesis.per_class)
     before = len(list(directory.glob("images/*/*.png")))
     manifest = synthesize(pipe, directory, config.synthesis, config.seed, generator.pipeline_hash, progress,
                           real=real)
     atomic_write_table(manifest_path, manifest)
     syn = config.synthesis
-    summary = {"per_class": syn.per_class, "classes": list(pipe.config.class_names), "images": int(len(manifest)),
+    summary = {"per_class": syn.per_class, "series": series, "classes": list(pipe.config.class_names), "images": int(len(manifest)),
                "generated_this_run": int(max(0, len(list(directory.glob("images/*/*.png"))) - before)),
                **syn.sampler_settings(), "synthesis_mode": syn.mode,
                "strength": syn.strength if syn.mode != "noise" else None,

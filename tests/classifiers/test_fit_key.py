@@ -12,7 +12,8 @@ def spec(**config_changes: object) -> FitSpec:
     config = ClassifierConfig().to_dict() | config_changes
     return FitSpec(domain="d", arm="real", architecture="resnet18", fold=0, arm_manifest_path="a", arm_hash="h",
                    real_manifest_path="r", real_hash="rh",
-                   class_names=("a", "b"), mode="L", seed=0, config=config, folds=3, augment=False,
+                   class_names=("a", "b"), mode="L", seed=0, config=config, folds=3, fold_hash="f",
+                   weights="scratch", augment=False,
                    runs_root="runs", cache_dir="cache")
 
 
