@@ -1,6 +1,6 @@
 """Where the progress lines of pipeline.progress go: the flow run's log under Prefect, the terminal otherwise.
 
-``show_progress()`` (called by the CLI and by every flow task, idempotent) gives the
+``show_progress()`` (called by the CLI, the flow and each fit task, idempotent) gives the
 ``synth_augment`` logger one ``ProgressHandler`` at INFO and stops it propagating to the root
 logger. Inside a Prefect flow or task run, the handler hands each line to ``get_run_logger()`` of
 the run the emitting thread belongs to: the line lands in the run's log in the UI and, through
@@ -17,9 +17,11 @@ redirected log where a bar's carriage returns leave one unreadable line.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TextIO
 
 from tqdm.auto import tqdm
 
@@ -27,6 +29,9 @@ from pipeline.config import DomainConfig
 from pipeline.progress import LOGGER_NAME
 
 PROJECT_LOGGER = "synth_augment"
+# a progress line as ProgressHandler writes it to stderr: "12:04:31 generator: step 120/2000 (6%), ..."
+CHILD_LINE = re.compile(r"\d\d:\d\d:\d\d (?P<text>(?P<name>[^:]+): \w+ (?P<done>\d+)/(?P<total>\d+) \(\d+%\).*)")
+progress_log = logging.getLogger(LOGGER_NAME)
 
 
 def run_logger() -> Any:
@@ -59,6 +64,18 @@ class ProgressHandler(logging.Handler):
             self.handleError(record)
 
 
+def relay_progress(lines: Iterable[str], echo: TextIO | None = None) -> None:
+    """A child process's stderr (``accelerate launch`` of the generator): its progress lines are logged again
+    in this process (so they reach the run log and the artifact), every other line is echoed to ``echo``."""
+    for line in lines:
+        match = CHILD_LINE.fullmatch(line.rstrip("\n"))
+        if match is None:
+            (echo or sys.stderr).write(line)
+            continue
+        progress_log.info(match["text"], extra={"progress": {"name": match["name"], "done": int(match["done"]),
+                                                             "total": int(match["total"])}})
+
+
 def show_progress() -> None:
     """Route the project's INFO lines (pipeline.progress) through one ``ProgressHandler`` (idempotent)."""
     logger = logging.getLogger(PROJECT_LOGGER)
@@ -74,8 +91,8 @@ class GeneratorProgress(logging.Handler):
     While the context is open it listens on ``synth_augment.progress`` for the lines of the
     ``generator`` loop emitted by this thread (the task's thread, where training runs) and sets the
     artifact to their share of ``generator.train_steps``: from the first step on, then every line
-    (once a minute by default), and 100 when training ends without an error. Training launched in
-    other processes (``generator_processes`` > 1) is not seen here: the artifact goes from 0 to 100.
+    (once a minute by default), and 100 when training ends without an error. Training launched in other
+    processes (``generator_processes`` > 1) reaches it through ``relay_progress`` in the task's thread.
     """
 
     def __init__(self, config: DomainConfig, key: str) -> None:

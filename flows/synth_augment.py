@@ -39,7 +39,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from flows.preflight import check_before_training
-from flows.progress import GeneratorProgress, show_progress
+from flows.progress import GeneratorProgress, relay_progress, show_progress
 from flows.run import (ALL_STAGES, STAGES, Stage, device_description, stage_wide_lock, stages_until, start_run,
                        synthetic_manifest)
 from pipeline.config import DomainConfig, hash_payload, load_domain_config
@@ -189,7 +189,10 @@ def launch_generator_training(config: DomainConfig, data: str | None, processes:
                "--domain", str(target), "--profile", config.profile, "--quiet",
                *(["--data", str(data)] if data is not None else [])]
     get_run_logger().info("generator training: " + " ".join(command))
-    subprocess.run(command, check=True)
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace")
+    relay_progress(child.stderr)  # its progress lines into this task's log and the artifact, the rest echoed
+    if child.wait() != 0:
+        raise subprocess.CalledProcessError(child.returncode, command)
 
 
 def stage_task(stage: Stage, config: DomainConfig):  # -> prefect Task

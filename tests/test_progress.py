@@ -122,7 +122,7 @@ def test_the_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch
 
 
 def test_outside_a_prefect_run_the_lines_go_to_stderr_once(capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.progress import PROJECT_LOGGER, ProgressHandler, show_progress
+    from flows.progress import CHILD_LINE, PROJECT_LOGGER, ProgressHandler, show_progress
 
     project = logging.getLogger(PROJECT_LOGGER)
     before = (list(project.handlers), project.level, project.propagate)
@@ -133,6 +133,7 @@ def test_outside_a_prefect_run_the_lines_go_to_stderr_once(capsys: pytest.Captur
         Progress("synthesis", 2, unit="image", clock=FakeClock()).update(2)
         err = capsys.readouterr().err
         assert err.count("synthesis: image 2/2 (100%), done in 0 s") == 1
+        assert CHILD_LINE.fullmatch(err.strip())  # what relay_progress reads back from a launched child
     finally:
         project.handlers[:] = before[0]
         project.setLevel(before[1])
@@ -161,6 +162,23 @@ def test_the_generator_artifact_follows_the_generator_lines_of_its_own_thread(
     finally:
         logger.removeHandler(artifact)
     assert seen == [0.25, 25.0]
+
+
+def test_a_launched_childs_progress_lines_are_logged_again_and_the_rest_echoed(
+        progress_log: pytest.LogCaptureFixture) -> None:
+    import io
+
+    from flows.progress import relay_progress
+
+    child = io.StringIO("The following values were not passed to `accelerate launch`...\n"
+                        "12:04:31 generator: step 120/2000 (6%), loss 0.0412, 1.7 s/step, about 53 min left\n"
+                        "generator: step 3 is not a progress line\n")
+    echo = io.StringIO()
+    relay_progress(child, echo)
+    assert echo.getvalue() == ("The following values were not passed to `accelerate launch`...\n"
+                               "generator: step 3 is not a progress line\n")
+    assert _messages(progress_log) == ["generator: step 120/2000 (6%), loss 0.0412, 1.7 s/step, about 53 min left"]
+    assert progress_log.records[0].progress == {"name": "generator", "done": 120, "total": 2000}
 
 
 def test_a_real_tiny_generator_training_logs_every_step(progress_log: pytest.LogCaptureFixture,
