@@ -26,7 +26,8 @@ def test_generator_progress_lines_are_in_the_flow_run_log(prefect_api: PrefectSe
     assert state.is_completed(), state
     APILogHandler().flush()  # the log worker sends its queue now
     run_id = str(state.state_details.flow_run_id)
-    logs = prefect_api.api("POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
+    logs = prefect_api.api("POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200,
+                                                  "sort": "TIMESTAMP_ASC"})
     steps = TINY["generator"]["train_steps"]
     generator = [log for log in logs if log["message"].startswith("generator: step ")]
     assert [int(re.match(r"generator: step (\d+)/", log["message"]).group(1)) for log in generator] == \
