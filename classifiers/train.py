@@ -50,6 +50,7 @@ from classifiers.data import PRETRAIN_FINETUNE, BatchMaker, load_tensors
 from classifiers.early_stopping import EarlyStopping
 from classifiers.weights import WeightsChoice, build_model
 from pipeline.config import ClassifierConfig, from_dict, hash_payload
+from pipeline.progress import Progress
 from pipeline.store import RunStore, atomic_save_with, atomic_write_json, read_json
 
 FIT_STAGE = "classifier-fits"
@@ -274,12 +275,14 @@ class Trainer:
         budget = self.config.time_budget_s
         out_of_time = lambda: budget is not None and time.perf_counter() - started > budget  # noqa: E731
         bar = tqdm(total=sum(p.steps for p in phases), desc=desc, unit="step", disable=not progress, leave=False)
+        self.report = Progress(f"fit {desc}", sum(p.steps for p in phases))
         for phase in phases:
             reason = self._run_phase(phase, data, out_of_time, bar)
             if reason != "done":
                 self.stopped_reason = reason
                 break
         bar.close()
+        self.report.finish(None if self.step >= self.report.total else self.stopped_reason)
         if self.best_state is None:  # nothing validated into selection (a safety-net stop in pretraining)
             self.best_state = self._state()
 
@@ -299,6 +302,7 @@ class Trainer:
             self.samples_seen += size
             losses, correct, seen = losses + loss * size, correct + hits, seen + size
             bar.update(1)
+            self.report.update(self.step, loss)
             timed_out = out_of_time()
             if local % phase.eval_every == 0 or local == phase.steps or timed_out:
                 val_loss, val_acc = self._evaluate(data.val_images, data.val_labels)

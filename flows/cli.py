@@ -26,6 +26,7 @@ from typing import Any
 
 from classifiers.cli import register as register_classifiers
 from flows.generator_cli import register as register_generator
+from flows.progress import show_progress
 from flows.run import ALL_STAGES
 from pipeline.cli_args import Parents, build_parents, config_from_args, overrides_from_args
 from pipeline.config import DomainConfig
@@ -81,6 +82,7 @@ def register_core(sub: Any, parents: Parents) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_progress()  # long loops' progress lines on stderr, once a minute (flows.progress); --quiet hides bars only
     try:
         return args.func(args)
     except SynthAugmentError as exc:

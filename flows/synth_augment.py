@@ -21,27 +21,25 @@ torch on a 2-core CPU must not run two jobs at once) or on Dask (``task_runner="
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import hashlib
 import math
 import re
 import shlex
 import sys
-import threading
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (create_link_artifact, create_markdown_artifact, create_progress_artifact,
-                               create_table_artifact, update_progress_artifact)
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from flows.preflight import check_before_training
+from flows.progress import GeneratorProgress, relay_progress, show_progress
 from flows.run import (ALL_STAGES, STAGES, Stage, device_description, stage_wide_lock, stages_until, start_run,
                        synthetic_manifest)
 from pipeline.config import DomainConfig, hash_payload, load_domain_config
@@ -162,8 +160,7 @@ def _run_stage(stage_name: str, config: DomainConfig, done: dict[str, Any], prog
                generator_processes: int = 1) -> Any:
     stage = _stage(stage_name)
     if stage.name == "generator":
-        folder = RunStore(config.runs_root, config.name).domain_dir / stage.name / stage.cache_key(config, done)
-        with GeneratorProgress(config, folder / "checkpoints"):
+        with GeneratorProgress(config, f"{artifact_slug(config.name)}-generator-progress"):
             if generator_processes > 1:
                 launch_generator_training(config, done.get("data"), generator_processes)
             return stage.run(config, done, progress)  # after a launch: finds the finished key, loads it
@@ -192,7 +189,10 @@ def launch_generator_training(config: DomainConfig, data: str | None, processes:
                "--domain", str(target), "--profile", config.profile, "--quiet",
                *(["--data", str(data)] if data is not None else [])]
     get_run_logger().info("generator training: " + " ".join(command))
-    subprocess.run(command, check=True)
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace")
+    relay_progress(child.stderr)  # its progress lines into this task's log and the artifact, the rest echoed
+    if child.wait() != 0:
+        raise subprocess.CalledProcessError(child.returncode, command)
 
 
 def stage_task(stage: Stage, config: DomainConfig):  # -> prefect Task
@@ -240,6 +240,7 @@ def fit_task(spec: Any) -> Any:
     """One (arm, architecture, fold): no retries (a retry would restart training from scratch)."""
     from classifiers.train import FIT_STAGE, run_fit
 
+    show_progress()  # also in a Dask worker process: the fit's progress lines into this task run's log
     with RunStore(spec.runs_root, spec.domain).lock(FIT_STAGE, spec.key):  # two flows never train one fit twice
         return run_fit(spec, progress=False)
 
@@ -253,58 +254,6 @@ def assemble_task(config: DomainConfig, done: dict[str, Any], plan: FitPlan, res
     if inputs.key != plan.key:
         raise RuntimeError(f"classifier inputs changed during the run ({plan.key} -> {inputs.key}); run again")
     return finish_stage(config, inputs, plan.directory, results, list(plan.notes), time.time() - plan.started)
-
-
-class GeneratorProgress:
-    """A progress artifact for generator training, updated from the checkpoints as they appear.
-
-    Training writes ``ckpt-<step>.pt`` every ``generator.checkpoint_every`` steps; a watcher thread
-    turns the newest step into a percentage of ``generator.train_steps``.
-    """
-
-    def __init__(self, config: DomainConfig, checkpoints: Path, interval_s: float = 2.0) -> None:
-        self.config, self.checkpoints, self.interval_s = config, checkpoints, interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.artifact_id: Any = None
-
-    def __enter__(self) -> GeneratorProgress:
-        try:
-            self.artifact_id = create_progress_artifact(
-                progress=0.0, key=f"{artifact_slug(self.config.name)}-generator-progress",
-                description=f"generator training of {self.config.name}: share of "
-                            f"{self.config.generator.train_steps} steps checkpointed")
-        except Exception as exc:  # noqa: BLE001 - a progress bar must never stop training
-            get_run_logger().warning(f"no progress artifact: {exc}")
-            return self
-        context = contextvars.copy_context()  # the task's Prefect settings and client, in the watcher thread
-        self._thread = threading.Thread(target=context.run, args=(self._watch,), name="generator-progress",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            if exc[0] is None:
-                self._update(100.0)
-
-    def _watch(self) -> None:
-        last = -1.0
-        while not self._stop.wait(self.interval_s):
-            steps = [int(p.stem.split("-")[1]) for p in self.checkpoints.glob("ckpt-*.pt")
-                     if p.stem.split("-")[1].isdigit()]
-            done = min(100.0, 100.0 * max(steps, default=0) / self.config.generator.train_steps)
-            if done > last:
-                self._update(done)
-                last = done
-
-    def _update(self, progress: float) -> None:
-        try:
-            update_progress_artifact(artifact_id=self.artifact_id, progress=progress)
-        except Exception:  # noqa: BLE001
-            pass
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,6 +321,7 @@ def synth_augment(domain: str = "demo", data: str | None = None, profile: Litera
         progress: Show progress bars (for in-process runs in a terminal).
     """
     logger = get_run_logger()
+    show_progress()  # the stages' progress lines (pipeline.progress) into their task run's log (flows.progress)
     config = resolve_config(domain, profile, budget, overrides, runs_root)
     check_before_training(config, [stage.name for stage in stages_until(until)])
     if data is None and config.data.path is None and config.name in DEMO_DOMAINS:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from pipeline.config import hash_payload
 from pipeline.imageio import read_image
 from pipeline.integrity import verify_files
+from pipeline.progress import Progress
 from pipeline.store import atomic_save_with
 
 
@@ -81,8 +82,10 @@ def load_image_tensors(paths: Sequence[str], sha256s: Sequence[str], mode: str, 
                 pass
     channels = 1 if mode == "L" else 3
     out = torch.empty((len(paths), channels, size, size), dtype=torch.uint8)
+    report = Progress(f"decode {size}px", len(paths), unit="image")
     for index, path in enumerate(tqdm(paths, desc=f"decode {size}px", unit="img", disable=not progress)):
         out[index] = to_chw_tensor(square_resize(read_image(path, mode).pixels, size))
+        report.update(index + 1)
     if cache_file is not None:
         atomic_save_with(cache_file, lambda tmp: torch.save(out, tmp))
     return out

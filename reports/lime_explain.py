@@ -52,6 +52,7 @@ from classifiers.scoring import TEST, scores_path
 from classifiers.predict import FittedClassifier, load_fit
 from classifiers.train import FIT_STAGE
 from pipeline.config import ClassifierConfig, DomainConfig, ReportConfig, from_dict, hash_payload
+from pipeline.progress import Progress
 from pipeline.store import RunStore, atomic_save_with, atomic_write_json, atomic_write_table, read_json
 
 STAGE = "explanations"
@@ -303,6 +304,7 @@ def explain_stage(config: DomainConfig, results_path: str | os.PathLike[str],
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
     images, segments, maps_pred, maps_true = [], [], [], []
+    report = Progress("LIME", sum(len(items) for _, items in plan), unit="image")
     for row, items in plan:
         classifier = load_fit(config.runs_root, config.name, row["fit_key"])
         size = classifier.image_size
@@ -338,6 +340,7 @@ def explain_stage(config: DomainConfig, results_path: str | os.PathLike[str],
             segments.append(result.segments.astype(np.int32))
             maps_pred.append(result.importance_map(predicted))
             maps_true.append(result.importance_map(true_index))
+            report.update(len(records))
         del classifier
 
     comparison, mean_real, mean_synth = compare_evidence(records, maps_true, class_names, settings.top_fraction)

@@ -43,6 +43,7 @@ from pipeline.generator.select_score import (choose, images_needed, per_image_co
                                              real_spacing, score_with_se)
 from pipeline.generator.outputs import GeneratorOutput
 from pipeline.generator.synthesis import RealSample, render
+from pipeline.progress import Progress
 from pipeline.quality.judge import ReferenceSource
 from pipeline.store import RunStore, atomic_folder, atomic_write_json, read_json
 
@@ -148,9 +149,12 @@ def select_settings(config: DomainConfig, generator: GeneratorOutput, real: Real
 
     checkpoints = candidate_generators(config, generator, directory, syn.checkpoint_candidates)
     scored: list[dict[str, Any]] = []
+    seeded = syn.strength_candidates if syn.mode == "real-seeded" else []
+    report = Progress("selection", len(checkpoints) * len(syn.guidance_candidates) + len(seeded), unit="candidate")
     for step, output in checkpoints:
         for guidance in syn.guidance_candidates:
             scored.append(score_candidate(config, output, step, guidance, None, context, directory))
+            report.update(report.done + 1)
     first, scored = choose(scored, syn.select_tolerance,
                            prefer=lambda c: (c["guidance_scale"], -c["checkpoint_step"]))
     chosen_output = dict(checkpoints)[first["checkpoint_step"]]
@@ -160,6 +164,7 @@ def select_settings(config: DomainConfig, generator: GeneratorOutput, real: Real
         for value in syn.strength_candidates:
             strength_scores.append(score_candidate(config, chosen_output, first["checkpoint_step"],
                                                    first["guidance_scale"], value, context, directory))
+            report.update(report.done + 1)
         picked, strength_scores = choose(strength_scores, syn.select_tolerance, prefer=lambda c: -c["strength"])
         strength = picked["strength"]
     candidates = scored + strength_scores

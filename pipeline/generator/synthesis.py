@@ -32,6 +32,7 @@ from pipeline.errors import DataError
 from pipeline.generator.pipeline import ClassConditionalPipeline
 from pipeline.generator.sampling import image_seed, use_sampler
 from pipeline.imageio import save_png
+from pipeline.progress import Progress
 from pipeline.store import remove_stale_temporaries
 
 MANIFEST_COLUMNS = ["path", "relpath", "label", "class_index", "index", "sha256", "seed", "sampler", "steps",
@@ -141,12 +142,15 @@ def synthesize(pipe: ClassConditionalPipeline, out_dir: str | Path, config: Synt
         remove_stale_temporaries(folder.parent)
     todo = missing_images(out_dir, class_names, config.per_class)
     bar = tqdm(total=len(todo), desc="synthesis", unit="img", disable=not progress)
+    total = len(class_names) * config.per_class
+    report = Progress("synthesis", total, start=total - len(todo), unit="image")
     for start in range(0, len(todo), config.batch_size):
         chunk = todo[start:start + config.batch_size]
         images = generate(pipe, chunk, [image_seed(seed, c, i) for c, i in chunk], config, real).numpy()
         for (c, i), image in zip(chunk, images):
             save_png(to_pixels(image), out_dir / image_relpath(c, class_names[c], i))
         bar.update(len(chunk))
+        report.update(total - len(todo) + start + len(chunk))
     bar.close()
     return build_manifest(out_dir, pipe, config, seed, generator_hash, real)
 

@@ -42,6 +42,7 @@ from pipeline.generator.checkpoint import load_latest_checkpoint, rng_state, sav
 from pipeline.generator.data import TrainingData, augment, batch_indices, step_generator, to_model_range
 from pipeline.generator.model import build_unet, count_parameters, null_class, unet_config
 from pipeline.generator.sampling import export_pipeline, make_sampler
+from pipeline.progress import Progress
 
 # Settings that may differ between a checkpoint and the run resuming it (they do not change the model).
 RESUMABLE_CHANGES = ("train_steps", "checkpoint_every", "keep_checkpoints")
@@ -210,6 +211,7 @@ def run_steps(trainer: GeneratorTrainer, config: DomainConfig, data: TrainingDat
     losses: list[tuple[int, float]] = []
     bar = tqdm(total=total, initial=start, desc="generator", unit="step",
                disable=not progress or not accelerator.is_main_process)
+    report = Progress("generator", total, start=start, enabled=accelerator.is_main_process)
     began = time.perf_counter()
     for step in range(start, total):
         idx = batch_indices(len(data.labels), gcfg.batch_size, step, config.seed,
@@ -224,6 +226,7 @@ def run_steps(trainer: GeneratorTrainer, config: DomainConfig, data: TrainingDat
         rate = len(losses) * gcfg.batch_size * accelerator.num_processes / (time.perf_counter() - began)
         bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
         bar.update(1)
+        report.update(step + 1, loss)
         if (step + 1) % gcfg.checkpoint_every == 0 or step + 1 == total:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
@@ -232,6 +235,7 @@ def run_steps(trainer: GeneratorTrainer, config: DomainConfig, data: TrainingDat
         if on_step is not None:
             on_step(step + 1, loss)
     bar.close()
+    report.finish()
     return losses, time.perf_counter() - began
 
 

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.progress import Progress
+
 INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"  # torchvision's file name in the hub cache
 
 
@@ -36,11 +38,15 @@ class FeatureExtractor(Protocol):
     def __call__(self, images: torch.Tensor) -> np.ndarray: ...
 
 
-def batched(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 128) -> np.ndarray:
+def batched(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 128,
+            name: str | None = None) -> np.ndarray:
+    """``fn`` over ``images`` in batches; with a ``name`` it reports progress (pipeline.progress)."""
     outs = []
+    report = Progress(name or "", len(images), unit="image", enabled=name is not None)
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             outs.append(fn(images[start:start + batch_size]).detach().float().cpu())
+            report.update(start + len(outs[-1]))
     return torch.cat(outs).numpy() if outs else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -100,7 +106,7 @@ class InceptionExtractor:
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
             return model((x - mean) / std)
 
-        return batched(forward, images, self.batch_size)
+        return batched(forward, images, self.batch_size, name="inception features")
 
 
 class DomainExtractor:
