@@ -6,7 +6,7 @@ Uses tests/generator/oracle.py (exact denoiser of a known distribution plus a sm
 output) and prints, per prediction type, edge, error size, x0_clip and timestep spacing, the sampled
 background mean against the data's. Results: benchmarks/results/ablation/sampler-oracle.md.
 """
-import sys, torch
+import sys
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tests" / "generator"))
 from oracle import oracle_generator, background_mask, expected_background
 from pipeline.generator.synthesis import render

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from pipeline.config import DomainConfig
+from flows.code_version import code_version
 from flows.preflight import check_before_training
 from pipeline.run_record import write_run_record
 from pipeline.stages import ingest_stage, split_stage
@@ -294,26 +295,6 @@ def stages_until(until: str) -> tuple[Stage, ...]:
     if until not in ALL_STAGES:
         raise ValueError(f"until must be one of {', '.join(ALL_STAGES)}, got {until!r}")
     return STAGES[:ALL_STAGES.index(until) + 1]
-
-
-def code_version() -> str:
-    """The checkout's git commit (with "+dirty" when it has uncommitted changes), else the package version."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return f"synth-augment {version('synth-augment')} (no git checkout)"
-        except PackageNotFoundError:
-            return "unknown"
 
 
 def run_domain(config: DomainConfig, data_path: str | os.PathLike[str] | None = None, progress: bool = True,

@@ -22,13 +22,11 @@ torch on a 2-core CPU must not run two jobs at once) or on Dask (``task_runner="
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import re
 import shlex
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,13 +36,14 @@ from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
+from flows.code_version import code_digest, code_version
 from flows.preflight import check_before_training
 from flows.progress import GeneratorProgress, relay_progress, show_progress
 from flows.run import (ALL_STAGES, STAGES, Stage, device_description, stage_wide_lock, stages_until, start_run,
                        synthetic_manifest)
 from pipeline.config import DomainConfig, hash_payload, load_domain_config
 from pipeline.errors import ConfigError
-from pipeline.store import COMPLETE_MARKER, RunStore
+from pipeline.store import RunStore
 
 FLOW_NAME = "synth-augment"
 DEMO_DOMAINS = {"demo": "L", "demo-rgb": "RGB"}
@@ -76,33 +75,13 @@ def demo_data_path(config: DomainConfig, progress: bool = False) -> str:
 # Cache keys = run-store keys; results persisted in the run store
 
 
-_CODE_VERSION: str | None = None
-
-
-def code_version() -> str:
-    """The package version plus a hash of every module of the pipeline (computed once per process)."""
-    global _CODE_VERSION
-    if _CODE_VERSION is None:
-        try:
-            version = metadata.version("synth-augment")
-        except metadata.PackageNotFoundError:
-            version = "0+unknown"
-        root = Path(__file__).resolve().parent.parent
-        digest = hashlib.sha256(version.encode())
-        for package in ("pipeline", "classifiers", "reports", "flows"):
-            for path in sorted((root / package).rglob("*.py")):
-                digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-        _CODE_VERSION = f"{version}-{digest.hexdigest()[:12]}"
-    return _CODE_VERSION
-
-
 def record_key(domain: str, stage: str, key: str, runs_root: str, payload: Any) -> str:
     """Where a task's Prefect result lives, relative to the runs root: inside the stage's own folder.
 
     A record of a stage that is not complete in the run store (deleted marker, interrupted rerun)
     is stale: it is removed here so Prefect cannot return it.
     """
-    name = f"{PREFECT_RECORD_PREFIX}{hash_payload([code_version(), payload])}"
+    name = f"{PREFECT_RECORD_PREFIX}{hash_payload([code_digest(), payload])}"
     store = RunStore(runs_root, domain)
     if not store.is_complete(stage, key):
         folder = store.domain_dir / stage / key

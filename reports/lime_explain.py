@@ -31,13 +31,11 @@ content hashes and the LIME settings.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +49,7 @@ from classifiers.data import load_tensors
 from classifiers.scoring import TEST, scores_path
 from classifiers.predict import FittedClassifier, load_fit
 from classifiers.train import FIT_STAGE
-from pipeline.config import ClassifierConfig, DomainConfig, ReportConfig, from_dict, hash_payload
+from pipeline.config import DomainConfig, ReportConfig, hash_payload
 from pipeline.progress import Progress
 from pipeline.store import RunStore, atomic_save_with, atomic_write_json, atomic_write_table, read_json
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from pipeline.folds import fold_plan
 from classifiers.data import held_out_manifest, real_sample_manifest
