@@ -298,6 +298,12 @@ def decisions(payload: dict[str, Any], resamples: int = 2000) -> list[dict[str, 
              f"vs row {meta[label]['rows'][0]}, {meta[label]['arm']}")} for label in corrected]
 
 
+def quotes_test(row: dict[str, Any]) -> bool:
+    """Whether the table may quote a row's test-image numbers: every held-out-selected row (they predate the
+    development split) and, of the development-split rows, only the final configuration's."""
+    return "dev" not in row or row["row"] == len(ROWS)
+
+
 def markdown(domain: str, payload: dict[str, Any]) -> str:
     rows = sorted(payload["rows"].values(), key=lambda r: (r["row"], r.get("seed") or 0))
     head = "| # | row | " + " | ".join(f"{a} acc (F1)" for a in ARMS_ORDER) + " | signal: CAS / gap | compute min |"
@@ -307,7 +313,7 @@ def markdown(domain: str, payload: dict[str, Any]) -> str:
         for arm in ARMS_ORDER:
             if "dev" in r:  # development-split rows: decide on dev, quote test only for the final row
                 d, t = r["dev"].get(arm), r["test"].get(arm)
-                test = f" / test {t['accuracy']:.3f}" if t and r["row"] == len(ROWS) else ""
+                test = f" / test {t['accuracy']:.3f}" if t and quotes_test(r) else ""
                 cells.append(f"dev {d['accuracy']:.3f} ({d['f1_macro']:.3f}){test}" if d else "-")
                 continue
             a = r["arms"].get(arm)
@@ -329,8 +335,9 @@ def markdown(domain: str, payload: dict[str, Any]) -> str:
                               f"{sel['guidance_scale']}" + (f", strength {sel['strength']}" if sel.get("strength") else "")
                               + f" (reference CV accuracy {sel['reference_cv_accuracy']:.3f}). Candidates: {cands}")
     decision_lines = "\n".join(f"- {d['decision']}: {d['words']}" for d in payload.get("decisions", []))
-    paired_lines = "\n".join(f"- row {r['row']}: " + "; ".join(_ARCH_NAME.sub("", w) for w in r["paired"])
-                             for r in rows if r.get("paired"))
+    paired_lines = "\n".join(f"- row {r['row']}{' (test images: the final configuration)' if 'dev' in r else ''}: "
+                             + "; ".join(_ARCH_NAME.sub("", w) for w in r["paired"])
+                             for r in rows if r.get("paired") and quotes_test(r))
     return f"""# Ablation: {domain}
 
 Command(s): {'; '.join(f'`{c}`' for c in payload['commands'])}
@@ -364,7 +371,7 @@ not read here.
 {chr(10).join(f'![row {r["row"]}]({domain}-row{r["row"]}-grid.png)' for r in rows
               if (RESULTS_DIR / f'{domain}-row{r["row"]}-grid.png').is_file()) or '- none written yet (--grids)'}
 
-## Paired tests vs real-only (same held-out images; exact McNemar, 95% paired-bootstrap CI)
+## Paired tests vs real-only (held-out-selected rows on the held-out images; of the development-split rows only the final one, on the test images; exact or clustered McNemar, 95% paired-bootstrap CI)
 
 {paired_lines or '- none recorded yet (--paired)'}
 

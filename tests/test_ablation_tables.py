@@ -66,3 +66,20 @@ def test_the_table_quotes_test_accuracy_only_for_the_final_row() -> None:
              if line.startswith("| ") and line.split("|")[1].strip().isdigit()}
     assert "dev 0.610" in lines[4] and "0.770" not in lines[4]
     assert "dev 0.610 (0.500) / test 0.770" in lines[final]
+
+
+def test_paired_tests_on_test_images_are_listed_only_for_the_final_dev_split_row() -> None:
+    """A development-split row's paired tests ran on the test images: only the final row may show them."""
+    arm = {"accuracy": 0.5, "f1_macro": 0.5, "accuracy_mean": 0.5, "accuracy_std": 0.0}
+    final = len(ablation.ROWS)
+
+    def row(number: int, dev: bool) -> dict:
+        base = {"row": number, "name": f"r{number}", "arms": {"real": arm}, "signal": {"cas": 0.5, "gap": 0.1},
+                "compute_minutes": 1.0, "paired": [f"paired-words-of-row-{number}"]}
+        return {**base, "dev": {"real": arm}, "test": {"real": arm}, "seed": 1} if dev else base
+
+    payload = {"rows": {"2": row(2, dev=False), "4": row(4, dev=True), str(final): row(final, dev=True)},
+               "commands": [], "shrinks": ""}
+    text = ablation.markdown("d", payload)
+    assert "paired-words-of-row-2" in text and f"paired-words-of-row-{final}" in text
+    assert "paired-words-of-row-4" not in text
