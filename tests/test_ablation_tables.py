@@ -42,7 +42,7 @@ def test_cpu_medium_rows_run_the_shipped_cpu_medium_settings(domain: str, tmp_pa
     for field in ("train_steps", "checkpoint_every", "image_size", "prediction_type", "snr_gamma"):
         assert getattr(row.generator, field) == getattr(shipped.generator, field), field
     for field in ("per_class", "steps", "select", "select_per_class", "guidance_candidates", "strength_candidates",
-                  "checkpoint_candidates", "reference_steps", "sampler"):
+                  "checkpoint_candidates", "sampler"):
         assert getattr(row.synthesis, field) == getattr(shipped.synthesis, field), field
     for field in ("budget", "max_steps", "min_steps", "eval_every_steps", "patience_steps", "batch_size",
                   "learning_rate", "architectures", "image_size", "select_on"):
