@@ -34,18 +34,15 @@ def register(sub: Any, parents: Any) -> None:  # the front door (flows/): it may
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.run import STAGES
+    from flows.run import stages_to_run
     from pipeline.cli_args import config_from_args
 
     config = config_from_args(args)
     progress = not args.quiet
     # the stage table's own functions; ``sample`` trains the reference classifier first when selection needs it
-    wanted = ("ingest", "split", "generator") if args.generator_command != "sample" else \
-        ("ingest", "split", "generator", "reference", "selection", "synthesis")
     done: dict[str, Any] = {"data": args.data}
-    for stage in STAGES:
-        if stage.name in wanted and stage.when(config):
-            done[stage.name] = stage.run(config, done, progress)
+    for stage in stages_to_run(config, "synthesis" if args.generator_command == "sample" else "generator"):
+        done[stage.name] = stage.run(config, done, progress)
     split, generator = done["split"], done["generator"]
     s = generator.summary
     print(f"[generator] {'reused' if generator.cached else 'trained'}: {s['steps']} steps, {s['parameters']:,} "

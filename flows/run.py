@@ -115,6 +115,7 @@ class Stage:
     tags: tuple[str, ...] = ()
     fan_out: bool = False
     when: Callable[[DomainConfig], bool] = lambda config: True  # False: the stage is skipped for this config
+    needed_by: tuple[str, ...] = ()  # non-empty: run only when one of these stages runs too (stages_to_run)
     locks_itself: bool = False  # True: the stage holds its own (stage, key) lock (pipeline.locks)
 
 
@@ -150,11 +151,6 @@ def _reference_key(config: DomainConfig, done: dict[str, Any]) -> str:
 
 def _reference_info(out: Any) -> dict[str, Any]:
     return dict(key=out.key, cached=out.cached, fits=out.fit_keys, summary=out.summary)
-
-
-def needs_reference(config: DomainConfig) -> bool:
-    """Selection and the quality stage judge synthetic images with the reference classifier (the real arm)."""
-    return config.synthesis.select or config.quality.enabled
 
 
 def _generator(config: DomainConfig, done: dict[str, Any], progress: bool) -> Any:
@@ -274,7 +270,7 @@ STAGES: tuple[Stage, ...] = (
     # the real arm's fold fits, which selection and the quality stage judge with (after the generator, so
     # `--until generator` never trains them); the classifiers stage reuses them
     Stage("reference", _reference, _reference_info, cache_key=_reference_key, tags=("gpu",),
-          reads=("seed", "data", "split", "classifiers"), locks_itself=True, when=needs_reference),
+          reads=("seed", "data", "split", "classifiers"), locks_itself=True, needed_by=("selection", "quality")),
     # synthesis.select: the plan (checkpoint, guidance, strength), its own stage so that synthesis's key, which
     # holds the plan's hash, is known before the synthesis task starts (the flow's cache key)
     Stage("selection", _selection, _selection_info, cache_key=_selection_key, tags=("gpu",),
@@ -297,10 +293,19 @@ def stages_until(until: str) -> tuple[Stage, ...]:
     return STAGES[:ALL_STAGES.index(until) + 1]
 
 
+def stages_to_run(config: DomainConfig, until: str) -> tuple[Stage, ...]:
+    """The stages a run up to ``until`` performs for this config, in order: those whose ``when`` holds, less
+    those only needed by stages that do not run (no reference classifier for ``--until synthesis`` without
+    selection, nor when the quality stage is off and nothing selects)."""
+    applicable = [stage for stage in stages_until(until) if stage.when(config)]
+    names = {stage.name for stage in applicable}
+    return tuple(stage for stage in applicable if not stage.needed_by or names.intersection(stage.needed_by))
+
+
 def run_domain(config: DomainConfig, data_path: str | os.PathLike[str] | None = None, progress: bool = True,
                until: str = ALL_STAGES[-1]) -> RunRecord:
     """Run the stages in order up to and including ``until``; returns the run record."""
-    stages = stages_until(until)
+    stages = stages_to_run(config, until)
     check_before_training(config, [stage.name for stage in stages])
     record = start_run(config)
     record.meta["device"] = device_description()
@@ -308,8 +313,6 @@ def run_domain(config: DomainConfig, data_path: str | os.PathLike[str] | None = 
     record.meta["command"] = " ".join(shlex.quote(arg) for arg in sys.argv)
     done: dict[str, Any] = {"data": data_path, "run_dir": record.run_dir}
     for stage in stages:
-        if not stage.when(config):
-            continue
         with _timed() as elapsed, stage_wide_lock(config, stage):
             done[stage.name] = stage.run(config, done, progress)
         record.add(stage.name, elapsed[0], **stage.info(done[stage.name]))

@@ -39,7 +39,7 @@ from pydantic import Field
 from flows.code_version import code_digest, code_version
 from flows.preflight import check_before_training
 from flows.progress import GeneratorProgress, relay_progress, show_progress
-from flows.run import (ALL_STAGES, STAGES, Stage, device_description, stage_wide_lock, stages_until, start_run,
+from flows.run import (ALL_STAGES, STAGES, Stage, device_description, stage_wide_lock, stages_to_run, start_run,
                        synthetic_manifest)
 from pipeline.config import DomainConfig, hash_payload, load_domain_config
 from pipeline.errors import ConfigError
@@ -302,16 +302,15 @@ def synth_augment(domain: str = "demo", data: str | None = None, profile: Litera
     logger = get_run_logger()
     show_progress()  # the stages' progress lines (pipeline.progress) into their task run's log (flows.progress)
     config = resolve_config(domain, profile, budget, overrides, runs_root)
-    check_before_training(config, [stage.name for stage in stages_until(until)])
+    stages = stages_to_run(config, until)
+    check_before_training(config, [stage.name for stage in stages])
     if data is None and config.data.path is None and config.name in DEMO_DOMAINS:
         data = demo_data_path(config, progress)
     record = start_run(config)
     record.meta.update(device=device_description(), front_door="prefect", task_runner=task_runner,
                        code_version=code_version(), command=" ".join(shlex.quote(arg) for arg in sys.argv))
     done: dict[str, Any] = {"data": data, "run_dir": record.run_dir}  # the report stage renders this run
-    for stage in stages_until(until):
-        if not stage.when(config):
-            continue
+    for stage in stages:
         started = time.perf_counter()
         extra: dict[str, Any] = {}
         if stage.fan_out:

@@ -12,7 +12,7 @@ import pytest
 from flows.cli import main
 from pipeline.config import load_domain_config
 from pipeline.demo_data import PhantomSpec, make_demo_dataset
-from flows.run import ALL_STAGES, run_domain
+from flows.run import ALL_STAGES, run_domain, stages_to_run
 from pipeline.store import read_json
 
 TINY = {
@@ -31,10 +31,10 @@ def test_run_domain_chains_every_stage_and_reuses_them(tmp_path: Path) -> None:
     data = make_demo_dataset(tmp_path / "data", PhantomSpec(26, 32, "L", 3), progress=False)
     config = load_domain_config("demo", "cpu", {"runs_root": str(tmp_path / "runs"), **TINY})
     first = run_domain(config, data, progress=False)
-    assert list(first.stages) == list(ALL_STAGES)
+    assert list(first.stages) == [name for name in ALL_STAGES if name != "selection"]  # synthesis.select is off
     assert not any(info["cached"] for info in first.stages.values())
     record = read_json(first.run_dir / "run.json")
-    assert all(record["stages"][name]["peak_rss_mb"] > 0 for name in ALL_STAGES)
+    assert all(record["stages"][name]["peak_rss_mb"] > 0 for name in first.stages)
 
     synthetic = pd.read_parquet(first.stages["synthesis"]["manifest"])
     assert synthetic["label"].value_counts().to_dict() == {c: 6 for c in ("normal", "round", "ring", "elongated")}
@@ -77,7 +77,24 @@ def test_cli_run_prints_every_stage_and_the_results(tmp_path: Path, capsys) -> N
     args = ["run", "--domain", "demo", "--data", str(data), "--runs-root", str(tmp_path / "runs"), "--quiet", *sets]
     assert main([a.replace("'", "") for a in args]) == 0
     out = capsys.readouterr().out
-    for stage in ALL_STAGES:
-        assert f"[{stage}] done" in out
+    config = load_domain_config("demo", "cpu", {"runs_root": str(tmp_path / "runs"), **TINY})
+    for stage in stages_to_run(config, ALL_STAGES[-1]):
+        assert f"[{stage.name}] done" in out
     assert "held-out real test accuracy" in out and "synthetic/resnet18" in out and "results table:" in out
     assert out.strip().splitlines()[-1].startswith("report: ") and out.strip().endswith("report.html")
+
+
+@pytest.mark.parametrize(("select", "quality", "until", "reference"), [
+    (False, True, "synthesis", False),   # nothing before synthesis judges with it
+    (True, True, "synthesis", True),     # selection does
+    (False, True, "quality", True),      # the quality stage does
+    (False, False, "report", False),     # nothing does
+    (True, False, "generator", False),   # `--until generator` never trains it
+])
+def test_the_reference_stage_runs_only_for_a_stage_that_uses_it(tmp_path: Path, select: bool, quality: bool,
+                                                                 until: str, reference: bool) -> None:
+    config = load_domain_config("demo", "cpu", {"runs_root": str(tmp_path), "synthesis": {"select": select},
+                                                "quality": {"enabled": quality}})
+    names = [stage.name for stage in stages_to_run(config, until)]
+    assert ("reference" in names) is reference
+    assert names[-1] == until or (until == "quality" and not quality)
