@@ -40,9 +40,12 @@ def run_variant(name: str, overrides: dict[str, Any], seeds: list[int], arms: li
     rows = []
     for seed in seeds:
         started = time.perf_counter()
+        classifier_overrides = {k: v for k, v in overrides.items() if k != "split"}
         config = load_domain_config("demo", "cpu", {"runs_root": str(work / "runs"), "seed": seed,
-                                                    "split": {"dev_fraction": dev_fraction},
-                                                    "classifiers": {"pretrained": False, "arms": arms, **overrides}})
+                                                    "split": {"dev_fraction": dev_fraction,
+                                                              **overrides.get("split", {})},
+                                                    "classifiers": {"pretrained": False, "arms": arms,
+                                                                    **classifier_overrides}})
         data = make_demo_dataset(work / f"data-{seed}", PhantomSpec(200, 64, "L", seed), progress=False)
         split = split_stage(config, ingest_stage(config, data, progress=False).manifest_path)
         table = pd.read_parquet(classifiers_stage(config, split.split_path, None, progress=False).results_path)
@@ -67,8 +70,8 @@ def markdown(rows: list[dict]) -> str:
              "`python -m benchmarks.bench_demo_classifiers` (demo phantoms 200 per class, 64 px; the demo domain's",
              "cpu classifier settings + the variant's overrides; chance 0.25). Accuracy on the development half of",
              "the held-out side (320 images; `split.dev_fraction` 0.5): decisions read only these numbers.", "",
-             "| variant | overrides | arm | dev ensemble per seed | median | worst fold (dev) | selected steps |",
-             "|---|---|---|---|---:|---:|---|"]
+             "| variant | overrides | arm | dev ensemble per seed | median | worst fold (dev) | selected steps | s per seed |",
+             "|---|---|---|---|---:|---:|---|---:|"]
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         if row.get("evaluation") != "dev":
@@ -79,13 +82,15 @@ def markdown(rows: list[dict]) -> str:
         lines.append(f"| {variant} | `{json.dumps(group[0]['overrides'])}` | {arm} | "
                      f"{' / '.join(f'{x:.3f}' for x in ensembles)} | {statistics.median(ensembles):.3f} | "
                      f"{min(min(r['fold_accuracy']) for r in group):.3f} | "
-                     f"{'; '.join(','.join(map(str, r['best_step'])) for r in group)} |")
+                     f"{'; '.join(','.join(map(str, r['best_step'])) for r in group)} | "
+                     f"{statistics.median(r['seconds'] for r in group):.0f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", default='{"shipped": {}}', help="JSON {name: classifiers overrides}")
+    parser.add_argument("--variants", default='{"shipped": {}}',
+                        help='JSON {name: classifiers overrides}; a "split" key inside holds split overrides')
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--arms", default="real")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
