@@ -21,7 +21,9 @@ TINY = {
                   "checkpoint_every": 3},
     "synthesis": {"per_class": 6, "steps": 4, "batch_size": 24},
     "split": {"cv_folds": 2},
-    "classifiers": {"architectures": ["resnet18"], "image_size": 32, "max_steps": 2, "min_steps": 2,
+    "classifiers": {"architectures": ["resnet18"], "arms": ["synthetic", "real", "real+aug", "real+synthetic",
+                                                            "synthetic->real"],
+                    "image_size": 32, "max_steps": 2, "min_steps": 2,
                     "eval_every_steps": 1, "pretrained": False, "batch_size": 16},
     "report": {"num_samples": 20, "real_per_kind": 1, "synthetic_per_class": 1, "n_segments": 8},
 }
