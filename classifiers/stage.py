@@ -145,9 +145,10 @@ def fit_specs(config: DomainConfig, class_names: list[str], real: pd.DataFrame, 
     specs = []
     for arm, table in arms.items():
         plans = fold_plans(table, real, config.split.cv_folds, config.seed, cc.validation)
+        arm_hash = manifest_hash(table)
         for architecture in architectures:
             specs += [FitSpec(domain=config.name, arm=arm, architecture=architecture, fold=fold, arm_manifest_path="",
-                              arm_hash=manifest_hash(table), real_manifest_path="", real_hash=real_hash,
+                              arm_hash=arm_hash, real_manifest_path="", real_hash=real_hash,
                               class_names=tuple(class_names), mode=config.data.mode, seed=config.seed,
                               config=cc.to_dict(), folds=config.split.cv_folds, fold_hash=plan.digest,
                               weights=weights[architecture], augment=arm in AUGMENTED,

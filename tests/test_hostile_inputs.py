@@ -231,7 +231,7 @@ def test_a_truncated_table_without_a_record_is_one_line_not_a_pyarrow_traceback(
 def test_a_truncated_checkpoint_is_never_continued_from(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from pipeline.generator.stage import continue_shorter_run
+    from pipeline.generator.stage import copy_start, finished_runs, shorter_run
     from pipeline.store import RunStore
 
     store = RunStore(tmp_path, "demo")
@@ -241,7 +241,7 @@ def test_a_truncated_checkpoint_is_never_continued_from(tmp_path: Path, capfd: p
     (shorter / "checkpoints").mkdir()
     (shorter / "checkpoints" / "ckpt-00000150.pt").write_bytes(b"PK\x03\x04 truncated")
     longer = store.stage_dir("generator", "long") / "checkpoints"
-    assert continue_shorter_run(store, "L", 300, longer) is None  # b64a618: 150, then trained from step 1
+    assert copy_start(shorter_run(finished_runs(store, "L"), 300), longer) is None  # b64a618: 150, then step 1
     assert capfd.readouterr().err.strip() == (f"synth-augment: {shorter / 'checkpoints' / 'ckpt-00000150.pt'} is "
                                               f"unreadable (truncated or damaged); not continuing from it")
     assert not list(longer.glob("*.pt")) if longer.exists() else True

@@ -81,7 +81,7 @@ def plan_generator(config: DomainConfig, training_hash: str, class_names: list[s
             store.domain_dir / GENERATOR_STAGE / scratch / "checkpoints"):
         return GeneratorPlan(scratch, lineage)
     steps = config.generator.train_steps
-    finished = _finished_runs(store, lineage)
+    finished = finished_runs(store, lineage)
     continued = sorted((s.get("continued_from") or 0, k) for k, s in finished.items() if s["steps"] == steps)
     if continued:
         return GeneratorPlan(continued[-1][1], lineage)
@@ -92,7 +92,7 @@ def plan_generator(config: DomainConfig, training_hash: str, class_names: list[s
                                        continued_from={"key": start[0], "step": start[1]}), lineage, start)
 
 
-def _finished_runs(store: RunStore, lineage: str) -> dict[str, dict[str, Any]]:
+def finished_runs(store: RunStore, lineage: str) -> dict[str, dict[str, Any]]:
     """key -> summary of every complete generator run of ``lineage``."""
     runs = {}
     for marker in store.domain_dir.glob(f"{GENERATOR_STAGE}/*/summary.json"):
@@ -116,14 +116,10 @@ def shorter_run(finished: dict[str, dict[str, Any]], steps: int) -> tuple[str, i
     return best
 
 
-def continue_shorter_run(store: RunStore, lineage: str, steps: int, ckpt_dir: Path) -> int | None:
-    """Copy the last checkpoint of the longest finished shorter run of ``lineage`` into ``ckpt_dir`` (when it
-    has none) and return its step: training then resumes from it, and the cosine schedule restarts from that
-    step's place in the longer schedule (a warm restart, recorded as ``continued_from``)."""
-    return copy_start(shorter_run(_finished_runs(store, lineage), steps), ckpt_dir)
-
-
 def copy_start(start: tuple[str, int, Path] | None, ckpt_dir: Path) -> int | None:
+    """Copy the shorter run's last checkpoint into ``ckpt_dir`` (when it has none) and return its step: training
+    then resumes from it, and the cosine schedule restarts from that step's place in the longer schedule (a warm
+    restart, recorded as ``continued_from``)."""
     from pipeline.generator.checkpoint import list_checkpoints
 
     if start is None or list_checkpoints(ckpt_dir):

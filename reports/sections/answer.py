@@ -66,7 +66,9 @@ def answer_section(results: pd.DataFrame | None, stages: dict[str, Any], domain:
                              paired_negative=result.significant and result.difference < 0)
             words.append(result.words(f"{row.arm} ({row.architecture}) vs {reference} "
                                       f"({_arch(chosen, reference)})"))
-        if row.arm != REFERENCE_ARM and not entry["paired"]:
+        if row.arm == AUGMENTED_ARM and not entry["paired"]:
+            entry["paired"] = "not tested: the classic-augmentation reference the synthetic arms are compared with"
+        elif row.arm != REFERENCE_ARM and not entry["paired"]:
             entry["paired"] = "no paired test (no real-only arm or stored predictions)"
         rows.append(entry)
     headline, tone = _headline(domain, corrected, chosen)

@@ -102,6 +102,14 @@ def test_each_arm_speaks_through_its_validation_choice_not_its_held_out_best(tmp
     assert ". " not in answer["headline"] and answer["headline"].endswith(".")  # one sentence
 
 
+def test_real_aug_is_labelled_as_the_reference_it_is_not_as_missing_data(tmp_path: Path) -> None:
+    """real+aug is a reference, not a challenger: its row must not claim a real-only arm or predictions are missing."""
+    answer, _ = _answer(tmp_path)
+    rows = {r["arm"]: r for r in answer["rows"]}
+    assert "no real-only arm" not in rows["real+aug"]["paired"]
+    assert "classic-augmentation reference" in rows["real+aug"]["paired"]
+
+
 def test_a_declared_primary_architecture_answers_for_every_arm(tmp_path: Path) -> None:
     answer, correct = _answer(tmp_path, primary_architecture="resnet50")
     rows = {r["arm"]: r for r in answer["rows"]}
