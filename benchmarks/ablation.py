@@ -250,27 +250,17 @@ DECISIONS: list[tuple[str, int, int, tuple[str, ...]]] = [
 
 def set_predictions(run_dir: str, set_name: str) -> dict[str, Any] | None:
     """Per arm, the fold-ensemble predictions of the architecture chosen on validation on the ``dev`` or
-    ``test`` images, with their labels and clusters (from the files the row's run left)."""
-    import numpy as np
-
-    from pipeline.folds import groups_of
-    from reports.run_files import chosen_ensembles
+    ``test`` images, with their labels and clusters (from the files the row's run left; the report's readers)."""
+    from reports.run_files import chosen_ensembles, ensemble_predictions, held_out_labels, results_table, scores_dir_of
 
     stages = read_run_record(run_dir)["stages"]
-    results_path = Path(stages["classifiers"]["results"])
-    manifest = results_path.parent / f"{set_name}_manifest.parquet"
-    if not manifest.is_file():
+    results = results_table(stages)
+    held_out = held_out_labels(stages, results, set_name) if results is not None else None
+    if held_out is None:
         return None
-    results = read_table(results_path)
-    results["fold"] = results["fold"].astype(str)
-    table = pd.read_parquet(manifest)
-    class_names = [c[len("support["):-1] for c in results.columns if c.startswith("support[")]  # as the report reads them
-    labels = np.array([list(class_names).index(str(v)) for v in table["label"]])
-    preds = {}
-    for row in chosen_ensembles(results).itertuples():
-        probs = [np.load(results_path.parent / "scores" / set_name / f"{key}.npy") for key in str(row.fit_key).split(",")]
-        preds[str(row.arm)] = np.mean(np.stack(probs), axis=0).argmax(axis=1)
-    return {"labels": labels, "clusters": groups_of(table), "preds": preds}
+    scores = scores_dir_of(stages, set_name)
+    preds = {str(row.arm): ensemble_predictions(scores, row.fit_key) for row in chosen_ensembles(results).itertuples()}
+    return {"labels": held_out[0], "clusters": held_out[1], "preds": {k: v for k, v in preds.items() if v is not None}}
 
 
 def decisions(payload: dict[str, Any], resamples: int = 2000) -> list[dict[str, Any]]:

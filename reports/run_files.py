@@ -43,9 +43,10 @@ def chosen_ensembles(results: pd.DataFrame, config: DomainConfig | None = None) 
     return choose_per_arm(results, cc.select_on if cc else "val_loss", cc.primary_architecture if cc else None)
 
 
-def scores_dir_of(stages: dict[str, Any]) -> Path | None:
+def scores_dir_of(stages: dict[str, Any], set_name: str = "test") -> Path | None:
+    """Where the fits' stored probabilities on the ``test`` (or ``dev``) images lie."""
     path = stages.get("classifiers", {}).get("results")
-    return Path(path).parent / "scores" / "test" if path else None
+    return Path(path).parent / "scores" / set_name if path else None
 
 
 def ensemble_predictions(scores_dir: Path, fit_keys: str) -> np.ndarray | None:
@@ -58,9 +59,10 @@ def ensemble_predictions(scores_dir: Path, fit_keys: str) -> np.ndarray | None:
     return np.mean(np.stack(probs), axis=0).argmax(axis=1)
 
 
-def held_out_labels(stages: dict[str, Any], results: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """(label indices, cluster ids or None) of the held-out test images, in the order they were scored."""
-    manifest = Path(stages["classifiers"]["results"]).parent / "test_manifest.parquet"
+def held_out_labels(stages: dict[str, Any], results: pd.DataFrame, set_name: str = "test"
+                    ) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(label indices, cluster ids or None) of the held-out ``test`` (or ``dev``) images, in scoring order."""
+    manifest = Path(stages["classifiers"]["results"]).parent / f"{set_name}_manifest.parquet"
     if not manifest.is_file():
         return None
     class_names = class_names_of(results)

@@ -14,6 +14,9 @@ from reports.run_files import chosen_ensembles, ensemble_predictions, held_out_l
 
 REFERENCE_ARM = "real"
 AUGMENTED_ARM = "real+aug"
+# per evaluation set: (accuracy, macro-F1, image count) columns of the results table. The report reads
+# "test"; "dev" (the development split) is what a benchmark reads to choose settings without the test images.
+SET_COLUMNS = {"test": ("test_accuracy", "f1_macro", "n_test"), "dev": ("dev_accuracy", "dev_f1_macro", "n_dev")}
 
 
 def comparisons_shown(arms: list[str]) -> list[tuple[str, str]]:
@@ -25,14 +28,15 @@ def comparisons_shown(arms: list[str]) -> list[tuple[str, str]]:
 
 
 def answer_section(results: pd.DataFrame | None, stages: dict[str, Any], domain: str, settings: ReportConfig,
-                   seed: int, config: DomainConfig | None = None) -> dict[str, Any]:
+                   seed: int, config: DomainConfig | None = None, set_name: str = "test") -> dict[str, Any]:
     if results is None or results.empty:
         return {"available": False, "reason": "Not available: the classifiers stage did not run, so there are no "
                                               "held-out results to compare."}
     chosen = chosen_ensembles(results, config)
     folds = results[results["fold"] != "ensemble"]
-    scores_dir = scores_dir_of(stages)
-    held_out = held_out_labels(stages, results) if scores_dir else None
+    accuracy, f1, count = SET_COLUMNS[set_name]
+    scores_dir = scores_dir_of(stages, set_name)
+    held_out = held_out_labels(stages, results, set_name) if scores_dir else None
     preds = ({row.arm: ensemble_predictions(scores_dir, row.fit_key) for row in chosen.itertuples()}
              if held_out is not None and scores_dir is not None else {})
     arms = [str(a) for a in chosen["arm"]]
@@ -47,11 +51,11 @@ def answer_section(results: pd.DataFrame | None, stages: dict[str, Any], domain:
     for row in chosen.itertuples():
         arm_folds = folds[(folds["arm"] == row.arm) & (folds["architecture"] == row.architecture)]
         entry = {"arm": row.arm, "architecture": row.architecture, "chosen_by": row.chosen_by,
-                 "accuracy": pct(row.test_accuracy),
-                 "accuracy_raw": repr(float(row.test_accuracy)), "f1": f"{row.f1_macro:.3f}",
-                 "f1_raw": repr(float(row.f1_macro)),
-                 "accuracy_folds": mean_std(arm_folds["test_accuracy"], percent=True),
-                 "f1_folds": mean_std(arm_folds["f1_macro"]), "paired": "", "paired_significant": False,
+                 "accuracy": pct(getattr(row, accuracy)),
+                 "accuracy_raw": repr(float(getattr(row, accuracy))), "f1": f"{getattr(row, f1):.3f}",
+                 "f1_raw": repr(float(getattr(row, f1))),
+                 "accuracy_folds": mean_std(arm_folds[accuracy], percent=True),
+                 "f1_folds": mean_std(arm_folds[f1]), "paired": "", "paired_significant": False,
                  "paired_negative": False, "paired_aug": "", "study": ""}
         if row.arm == "synthetic" and study:
             arch, value = next(iter(study.items()))
@@ -71,9 +75,9 @@ def answer_section(results: pd.DataFrame | None, stages: dict[str, Any], domain:
         elif row.arm != REFERENCE_ARM and not entry["paired"]:
             entry["paired"] = "no paired test (no real-only arm or stored predictions)"
         rows.append(entry)
-    headline, tone = _headline(domain, corrected, chosen)
+    headline, tone = _headline(domain, corrected, chosen, accuracy)
     clusters = next(iter(corrected.values())).clusters if corrected else 0
-    n_test = int(len(held_out[0])) if held_out is not None else int(chosen["n_test"].iloc[0])
+    n_test = int(len(held_out[0])) if held_out is not None else int(chosen[count].iloc[0])
     return {"available": True, "rows": rows, "words": words, "headline": headline, "tone": tone,
             "n_test": n_test, "clusters": clusters if clusters and clusters < n_test else 0,
             "comparisons": len(corrected), "resamples": settings.bootstrap_resamples,
@@ -85,8 +89,8 @@ def _arch(chosen: pd.DataFrame, arm: str) -> str:
     return str(match["architecture"].iloc[0]) if not match.empty else "?"
 
 
-def _headline(domain: str, comparisons: dict[tuple[str, str], PairedComparison], chosen: pd.DataFrame
-              ) -> tuple[str, str]:
+def _headline(domain: str, comparisons: dict[tuple[str, str], PairedComparison], chosen: pd.DataFrame,
+              accuracy: str = "test_accuracy") -> tuple[str, str]:
     """One sentence: does synthetic data help, beyond classic augmentation too, and which arm is best overall."""
     versus_real = {c: v for (c, r), v in comparisons.items() if r == REFERENCE_ARM}
     if not versus_real:
@@ -109,6 +113,6 @@ def _headline(domain: str, comparisons: dict[tuple[str, str], PairedComparison],
         else:
             beyond = "and it adds nothing significant beyond classic augmentation"
         sentence += f", {beyond} (vs real+aug {versus_aug.statistics()})"
-    top = chosen.sort_values("test_accuracy", ascending=False, kind="stable").iloc[0]
-    sentence += f"; best arm overall: {top['arm']} ({pct(top['test_accuracy'])}); {count}."
+    top = chosen.sort_values(accuracy, ascending=False, kind="stable").iloc[0]
+    sentence += f"; best arm overall: {top['arm']} ({pct(top[accuracy])}); {count}."
     return sentence, tone

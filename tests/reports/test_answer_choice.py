@@ -129,3 +129,25 @@ def test_patients_are_resampled_whole_with_the_clustered_mcnemar_test(tmp_path: 
     rows = {r["arm"]: r for r in answer["rows"]}
     assert f"clustered McNemar p = {expected:.3f}" in rows["synthetic"]["paired"] or expected < 0.001
     assert "exact McNemar" not in rows["synthetic"]["paired"]
+
+
+def test_the_answer_on_the_development_images_reads_only_the_development_scores(tmp_path: Path) -> None:
+    """A benchmark chooses settings on set_name="dev": there synthetic beats real by far, on test it loses."""
+    stages, _, y = _run(tmp_path)
+    stage = Path(stages["classifiers"]["results"]).parent
+    (stage / "scores" / "dev").mkdir()
+    pd.read_parquet(stage / "test_manifest.parquet").to_parquet(stage / "dev_manifest.parquet")
+    results = pd.read_parquet(stage / "results.parquet")
+    dev_hits = {"real": np.arange(N) < 30, "synthetic": np.arange(N) < 57, "real+aug": np.arange(N) < 33}
+    for row in results.itertuples():
+        for key in str(row.fit_key).split(","):
+            np.save(stage / "scores" / "dev" / f"{key}.npy", _probs(dev_hits[row.arm], y))
+    results["dev_accuracy"] = [float(dev_hits[a].mean()) for a in results["arm"]]
+    results["dev_f1_macro"], results["n_dev"] = 0.5, N
+    config = DomainConfig.model_validate({"name": "toy", "classifiers": {"architectures": ["resnet18", "resnet50"]}})
+    dev = answer_section(results, stages, "toy", ReportConfig(bootstrap_resamples=200), 0, config, set_name="dev")
+    test = answer_section(results, stages, "toy", ReportConfig(bootstrap_resamples=200), 0, config)
+    assert dev["tone"] == "helps" and dev["headline"].startswith("Yes: synthetic data helped on toy")
+    assert "best arm overall: synthetic (95.0%)" in dev["headline"]
+    assert float({r["arm"]: r for r in dev["rows"]}["real"]["accuracy_raw"]) == 0.5
+    assert test["tone"] != "helps" and "best arm overall: synthetic" not in test["headline"]
