@@ -43,6 +43,7 @@ def run_demo(seed: int, root: Path, extra: list[str], set_name: str = "test", fr
     """One ``synth-augment demo`` in a fresh process; its wall time, stage times and answer on ``set_name``."""
     if fresh:
         shutil.rmtree(root, ignore_errors=True)
+    (root / "prefect-home").mkdir(parents=True, exist_ok=True)  # Prefect reads its home before the demo makes root
     env = {**os.environ, "TQDM_DISABLE": "1", "PREFECT_HOME": str(root / "prefect-home"),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
