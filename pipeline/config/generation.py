@@ -132,6 +132,20 @@ class SynthesisConfig(Section):
     """DPM-Solver++: lower bound on log(alpha/sigma); keeps the cosine schedule's first step finite"""
     ddim_eta: float = Field(0.0, ge=0, le=1)
     """DDIM stochasticity (0 = deterministic)"""
+    guidance_interval: list[float] | None = None
+    """[low, high] noise levels sigma = sqrt((1 - abar) / abar) where guidance applies (elsewhere the plain
+    conditional model runs, at half the cost); None = every step. Strong guidance at high noise narrows the
+    layouts a class gets; Kynkaanniemi et al. 2024 (arXiv 2404.07724) guide only in the middle of the range."""
+    guidance_range: list[float] | None = None
+    """[low, high]: every image draws its own guidance weight from U(low, high) (from its own seed) instead of
+    guidance_scale: a set mixing faithful and diverse samples. None = guidance_scale for every image."""
+    cads_noise_scale: float = Field(0.0, ge=0)
+    """condition-annealed sampling (CADS, Sadat et al. 2023, arXiv 2310.17347): noise of this scale on the class
+    embedding early in sampling (t / T above cads_interval[0]), for diversity on small data; 0 = off"""
+    cads_interval: list[float] = Field(default_factory=lambda: [0.6, 0.9], min_length=2, max_length=2)
+    """[tau1, tau2] of normalised time t / T: the condition is clean below tau1, pure noise above tau2"""
+    cads_psi: float = Field(1.0, ge=0, le=1)
+    """how much the noised embedding is rescaled back to the clean one's mean and std (CADS' psi)"""
     mode: SynthesisMode = "noise"
     """noise: start from pure noise. real-seeded (SDEdit): noise an image of the real training sample to
     `strength` (fraction of the schedule) and denoise it with its own label."""
@@ -172,8 +186,36 @@ class SynthesisConfig(Section):
             raise ValueError("a non-empty list of numbers strictly between 0 and 1")
         return value
 
+    @field_validator("guidance_interval", "guidance_range", "cads_interval")
+    @classmethod
+    def _pairs(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (len(value) != 2 or not 0 <= value[0] <= value[1]):
+            raise ValueError("[low, high] with 0 <= low <= high")
+        return value
+
+    @model_validator(mode="after")
+    def _cads_interval_in_unit_range(self) -> "SynthesisConfig":
+        if self.cads_interval[1] > 1:
+            raise ValueError(f"cads_interval = {self.cads_interval} is invalid; its values are fractions of the "
+                             "schedule, within [0, 1]")
+        return self
+
+    def sampling_options(self) -> dict[str, Any]:
+        """The diversity options of the sampling loop that differ from off (what the pipeline call and its
+        export receive; empty for every configuration written before they existed)."""
+        options: dict[str, Any] = {}
+        if self.guidance_interval is not None:
+            options["guidance_interval"] = list(self.guidance_interval)
+        if self.guidance_range is not None:
+            options["guidance_range"] = list(self.guidance_range)
+        if self.cads_noise_scale > 0:
+            options.update(cads_noise_scale=self.cads_noise_scale, cads_interval=list(self.cads_interval),
+                           cads_psi=self.cads_psi)
+        return options
+
     def sampler_settings(self) -> dict[str, Any]:
-        """Every setting that changes what one sampler call produces (cache keys hash exactly these)."""
-        return {k: getattr(self, k) for k in SAMPLER_SETTINGS}
+        """Every setting that changes what one sampler call produces (cache keys hash exactly these; the
+        diversity options only when on, so keys of sets sampled without them stay as they were)."""
+        return {**{k: getattr(self, k) for k in SAMPLER_SETTINGS}, **self.sampling_options()}
 
 

@@ -245,7 +245,7 @@ def export_checkpoint_ema(config: DomainConfig, checkpoint: Path, target: Path) 
              "prediction_type": g["prediction_type"]}
     return export_pipeline(target, kwargs, {k: v.detach().float().cpu() for k, v in model.state_dict().items()},
                            make_sampler(syn.sampler, noise, syn.steps, syn), identity["class_names"],
-                           identity["mode"], syn.steps, syn.guidance_scale, identity)
+                           identity["mode"], syn.steps, syn.guidance_scale, identity, syn.sampling_options())
 
 
 def score_candidate(config: DomainConfig, output: GeneratorOutput, step: int, guidance: float,

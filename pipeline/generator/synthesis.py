@@ -21,6 +21,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -110,8 +111,20 @@ def render(pipe: ClassConditionalPipeline, labels: list[int], seeds: list[int], 
     use_sampler(pipe, config.sampler, config.steps, config)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     out = pipe(class_labels=labels, num_inference_steps=config.steps, guidance_scale=config.guidance_scale,
-               generator=generators, output_type="pt", image=init, strength=strength, eta=config.ddim_eta).images
+               generator=generators, output_type="pt", image=init, strength=strength, eta=config.ddim_eta,
+               **sampling_call_options(config)).images
     return out.mul(255).round().to(torch.uint8)
+
+
+def sampling_call_options(config: SynthesisConfig) -> dict[str, Any]:
+    """The diversity options as pipeline call arguments: the config's, with "off" spelled out so that a
+    pipeline exported with other defaults samples exactly what this config says."""
+    options = config.sampling_options()
+    return {"guidance_interval": options.get("guidance_interval", (0.0, float("inf"))),
+            "guidance_range": options.get("guidance_range", (config.guidance_scale, config.guidance_scale)),
+            "cads_noise_scale": options.get("cads_noise_scale", 0.0),
+            "cads_interval": options.get("cads_interval"), "cads_psi": options.get("cads_psi"),
+            "guidance_method": "cfg"}
 
 
 def generate(pipe: ClassConditionalPipeline, chunk: list[tuple[int, int]], seeds: list[int], config: SynthesisConfig,
