@@ -55,8 +55,19 @@ class GeneratorConfig(Section):
     """max shift as a fraction of the image side"""
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
+    guide_step: int | None = Field(None, ge=1)
+    """keep the EMA weights of this (early) step as the autoguidance guide, exported beside the final weights
+    (``synthesis.guidance_method: autoguidance``; Karras et al. 2024 guide with a weaker model of the same
+    kind). None = no guide. Must be below train_steps."""
     mixed_precision: MixedPrecision = "no"
     """auto: bf16 on a GPU, none on a CPU"""
+
+    @model_validator(mode="after")
+    def _guide_before_the_end(self) -> "GeneratorConfig":
+        if self.guide_step is not None and self.guide_step >= self.train_steps:
+            raise FieldProblem("guide_step", self.guide_step,
+                               f"a step below train_steps = {self.train_steps} (the guide is an earlier, weaker model)")
+        return self
 
     @field_validator("block_out_channels")
     @classmethod
@@ -85,7 +96,7 @@ class GeneratorConfig(Section):
 # Generator settings added after stores already held trained generators, with the value that reproduces
 # the behaviour from before the setting existed: at that value the setting is left out of cache keys and
 # checkpoint comparisons, so a generator trained before the setting existed is still found and resumed.
-GENERATOR_LEGACY_VALUES: dict[str, Any] = {"ema_power": 2.0 / 3.0, "snr_gamma": 0.0}
+GENERATOR_LEGACY_VALUES: dict[str, Any] = {"ema_power": 2.0 / 3.0, "snr_gamma": 0.0, "guide_step": None}
 X0Clip = Literal["auto", "off", "clip", "dynamic"]
 X0_CLIPS: tuple[str, ...] = typing.get_args(X0Clip)
 SynthesisMode = Literal["noise", "real-seeded"]
@@ -146,6 +157,9 @@ class SynthesisConfig(Section):
     """[tau1, tau2] of normalised time t / T: the condition is clean below tau1, pure noise above tau2"""
     cads_psi: float = Field(1.0, ge=0, le=1)
     """how much the noised embedding is rescaled back to the clean one's mean and std (CADS' psi)"""
+    guidance_method: Literal["cfg", "autoguidance"] = "cfg"
+    """cfg: the unconditional (null-class) prediction is the guide; autoguidance: the generator's early
+    checkpoint (generator.guide_step) is (Karras et al. 2024, arXiv 2406.02507)"""
     mode: SynthesisMode = "noise"
     """noise: start from pure noise. real-seeded (SDEdit): noise an image of the real training sample to
     `strength` (fraction of the schedule) and denoise it with its own label."""
@@ -208,6 +222,8 @@ class SynthesisConfig(Section):
             options["guidance_interval"] = list(self.guidance_interval)
         if self.guidance_range is not None:
             options["guidance_range"] = list(self.guidance_range)
+        if self.guidance_method != "cfg":
+            options["guidance_method"] = self.guidance_method
         if self.cads_noise_scale > 0:
             options.update(cads_noise_scale=self.cads_noise_scale, cads_interval=list(self.cads_interval),
                            cads_psi=self.cads_psi)

@@ -126,6 +126,8 @@ def copy_start(start: tuple[str, int, Path] | None, ckpt_dir: Path) -> int | Non
         return None
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     atomic_save_with(ckpt_dir / start[2].name, lambda tmp: shutil.copyfile(start[2], tmp))
+    for guide in start[2].parent.glob("guide-*.pt"):  # the lineage's autoguidance guide goes along
+        atomic_save_with(ckpt_dir / guide.name, lambda tmp, guide=guide: shutil.copyfile(guide, tmp))
     return start[1]
 
 

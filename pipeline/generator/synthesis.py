@@ -124,7 +124,7 @@ def sampling_call_options(config: SynthesisConfig) -> dict[str, Any]:
             "guidance_range": options.get("guidance_range", (config.guidance_scale, config.guidance_scale)),
             "cads_noise_scale": options.get("cads_noise_scale", 0.0),
             "cads_interval": options.get("cads_interval"), "cads_psi": options.get("cads_psi"),
-            "guidance_method": "cfg"}
+            "guidance_method": options.get("guidance_method", "cfg")}
 
 
 def generate(pipe: ClassConditionalPipeline, chunk: list[tuple[int, int]], seeds: list[int], config: SynthesisConfig,

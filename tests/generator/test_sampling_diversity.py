@@ -145,3 +145,30 @@ def test_options_and_guide_travel_with_the_export_and_old_folders_still_load(tmp
     old.set_progress_bar_config(disable=True)
     assert old.guide_unet is None
     np.testing.assert_array_equal(_run(old, ["a", "b"]), _run(plain, ["a", "b"]))
+
+
+def test_a_generator_keeps_its_guide_step_and_autoguided_synthesis_uses_it(tmp_path: Path) -> None:
+    """generator.guide_step keeps that step's EMA weights (never pruned), the export carries them as guide_unet,
+    and synthesis with guidance_method autoguidance samples with them under its own key."""
+    from gen_helpers import tiny_config, toy_training_data
+    from pipeline.generator.checkpoint import guide_path, list_checkpoints
+    from pipeline.generator.stage import synthesis_key
+    from pipeline.generator.synthesis import render
+    from pipeline.generator.train import train_generator
+
+    config = tiny_config(tmp_path, {"train_steps": 6, "checkpoint_every": 2, "keep_checkpoints": 1, "guide_step": 2},
+                         synthesis={"guidance_method": "autoguidance", "steps": 4, "sampler": "ddim"})
+    result = train_generator(config, toy_training_data(), tmp_path / "run", "split", progress=False)
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert [s for s, _ in list_checkpoints(ckpts)] == [6] and guide_path(ckpts, 2).is_file()
+    pipe = ClassConditionalPipeline.from_pretrained(result.model_path)
+    pipe.set_progress_bar_config(disable=True)
+    guide = torch.load(guide_path(ckpts, 2), weights_only=True)["ema"]
+    for name, value in pipe.guide_unet.state_dict().items():
+        torch.testing.assert_close(value, guide[name])
+    assert any(not torch.equal(v, pipe.unet.state_dict()[k]) for k, v in pipe.guide_unet.state_dict().items())
+    auto = render(pipe, [0, 1], [1, 2], config.synthesis)
+    cfg = render(pipe, [0, 1], [1, 2], config.synthesis.model_copy(update={"guidance_method": "cfg"}))
+    assert not torch.equal(auto, cfg)
+    plain = config.model_copy(update={"synthesis": config.synthesis.model_copy(update={"guidance_method": "cfg"})})
+    assert synthesis_key(config, "g") != synthesis_key(plain, "g")
