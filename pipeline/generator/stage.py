@@ -32,7 +32,7 @@ from pipeline.generator.checkpoint import folder_sha256
 from pipeline.generator.data import check_disjoint, load_training_data, training_order
 from pipeline.generator.outputs import GeneratorOutput, SynthesisOutput
 from pipeline.generator.sampling import load_pipeline, training_data_of
-from pipeline.generator.synthesis import RealSample, check_labels_distinct, image_relpath, synthesize
+from pipeline.generator.synthesis import RealSample, check_labels_distinct, class_counts, image_relpath, synthesize
 from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
 from pipeline.image_tensors import domain_cache_dir
 from pipeline.integrity import file_sha256
@@ -231,8 +231,9 @@ def synthesis_key(config: DomainConfig, pipeline_hash: str, real_hash: str | Non
         payload.update(mode=s.mode, strength=s.strength, real=real_hash)
     if plan_hash is not None:
         payload["plan"] = plan_hash
-    if with_count:
-        payload["per_class"] = s.per_class
+    if with_count:  # the counts follow from the multiple and the real sample (which the generator hash holds)
+        payload.update({"per_class": s.per_class} if s.per_class_multiple is None else
+                       {"per_class_multiple": s.per_class_multiple})
     return hash_payload(payload)
 
 
@@ -319,10 +320,10 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
         return _synthesize_or_reuse(config, generator, real, selection, key, series, store, progress)
 
 
-def _start_from_sibling(store: RunStore, series: str, directory: Path, per_class: int) -> None:
-    """Copy images 0..per_class-1 of the largest finished set of ``series`` into a new set's folder."""
+def _start_from_sibling(store: RunStore, series: str, directory: Path, counts: list[int]) -> None:
+    """Copy images 0..counts[c]-1 of each class c from the largest finished set of ``series`` into a new set's folder."""
     summaries = {m.parent: read_json(m) for m in store.domain_dir.glob(f"{SYNTHESIS_STAGE}/*/{COMPLETE_MARKER}")}
-    finished = [(int(s.get("per_class", 0)), folder) for folder, s in summaries.items()
+    finished = [(int(s.get("images") or s.get("per_class", 0)), folder) for folder, s in summaries.items()
                 if s.get("series") == series and folder != directory and (folder / "manifest.parquet").is_file()]
     if not finished or any(directory.glob("images/*/*.png")):
         return
@@ -332,7 +333,7 @@ def _start_from_sibling(store: RunStore, series: str, directory: Path, per_class
     manifest = read_table(source / "manifest.parquet")
     for c, label, i, rel in zip(manifest["class_index"], manifest["label"], manifest["index"], manifest["relpath"]):
         origin, target = source / str(rel), directory / str(rel)
-        if int(i) < per_class and str(rel) == image_relpath(int(c), str(label), int(i)) and origin.is_file():
+        if int(i) < counts[int(c)] and str(rel) == image_relpath(int(c), str(label), int(i)) and origin.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_save_with(target, lambda tmp, origin=origin: shutil.copyfile(origin, tmp))
 
@@ -341,11 +342,13 @@ def _synthesize_or_reuse(config: DomainConfig, generator: GeneratorOutput, real:
                          key: str, series: str, store: RunStore, progress: bool) -> SynthesisOutput:
     directory = store.stage_dir(SYNTHESIS_STAGE, key)
     manifest_path = directory / "manifest.parquet"
+    class_names = read_json(Path(generator.pipeline_path) / "model_index.json")["class_names"]
+    counts = class_counts(config.synthesis, class_names, real)
     if store.is_complete(SYNTHESIS_STAGE, key) and manifest_path.is_file() and _current_layout(manifest_path):
         summary = store.read_summary(SYNTHESIS_STAGE, key)
         if _relisted_here(manifest_path):  # a copied or moved store: its own PNGs, never the original's
             store.mark_complete(SYNTHESIS_STAGE, key, summary)
-        if summary.get("per_class") == config.synthesis.per_class:
+        if summary.get("per_class_counts", [summary.get("per_class")] * len(counts)) == counts:
             if selection is not None:  # this run's choice (the stored set may come from a run without selection)
                 summary = {**summary, "selection": selection.record}
             return SynthesisOutput(key, directory, manifest_path, summary, cached=True)
@@ -356,13 +359,13 @@ def _synthesize_or_reuse(config: DomainConfig, generator: GeneratorOutput, real:
     if folder_sha256(generator.pipeline_path) != generator.pipeline_hash:
         raise DataError(f"{generator.pipeline_path} does not match its recorded hash; retrain the generator")
     pipe = load_pipeline(generator.pipeline_path, device)
-    _start_from_sibling(store, series, directory, config.synthesis.per_class)
+    _start_from_sibling(store, series, directory, counts)
     before = len(list(directory.glob("images/*/*.png")))
     manifest = synthesize(pipe, directory, config.synthesis, config.seed, generator.pipeline_hash, progress,
                           real=real)
     atomic_write_table(manifest_path, manifest)
     syn = config.synthesis
-    summary = {"per_class": syn.per_class, "series": series, "classes": list(pipe.config.class_names), "images": int(len(manifest)),
+    summary = {"per_class": syn.per_class, "per_class_counts": counts, "series": series, "classes": list(pipe.config.class_names), "images": int(len(manifest)),
                "generated_this_run": int(max(0, len(list(directory.glob("images/*/*.png"))) - before)),
                **syn.sampler_settings(), "synthesis_mode": syn.mode,
                "strength": syn.strength if syn.mode != "noise" else None,
