@@ -164,6 +164,12 @@ class SynthesisConfig(Section):
     guidance_method: Literal["cfg", "autoguidance"] = "cfg"
     """cfg: the unconditional (null-class) prediction is the guide; autoguidance: the generator's early
     checkpoint (generator.guide_step) is (Karras et al. 2024, arXiv 2406.02507)"""
+    filter: Literal["off", "reference"] = "off"
+    """reference: drop every synthetic image the real arm's fold models (the reference) assign to another class,
+    judged out of fold for real-seeded images; uncertain-but-correct images stay. Dropped images are replaced
+    by more of the same class (pipeline.generator.filtering)."""
+    filter_max_factor: float = Field(3.0, ge=1)
+    """with filter: at most this many times a class's count is generated to replace dropped images"""
     mode: SynthesisMode = "noise"
     """noise: start from pure noise. real-seeded (SDEdit): noise an image of the real training sample to
     `strength` (fraction of the schedule) and denoise it with its own label."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from pipeline.config import GENERATOR_LEGACY_VALUES, DomainConfig, hash_payload
@@ -32,6 +33,7 @@ from pipeline.generator.checkpoint import folder_sha256
 from pipeline.generator.data import check_disjoint, load_training_data, training_order
 from pipeline.generator.outputs import GeneratorOutput, SynthesisOutput
 from pipeline.generator.sampling import load_pipeline, training_data_of
+from pipeline.generator.filtering import FILTERED_FILE, filter_by_reference
 from pipeline.generator.synthesis import RealSample, check_labels_distinct, class_counts, image_relpath, synthesize
 from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
 from pipeline.image_tensors import domain_cache_dir
@@ -221,7 +223,7 @@ class LossLog:
 
 
 def synthesis_key(config: DomainConfig, pipeline_hash: str, real_hash: str | None = None,
-                  plan_hash: str | None = None, with_count: bool = True) -> str:
+                  plan_hash: str | None = None, with_count: bool = True, reference_key: str | None = None) -> str:
     """``plan_hash``: the selection plan's content hash (synthesis.select); a different decision is a different set.
     ``with_count=False``: the key shared by sets that differ only in ``per_class`` (image i of class c is the
     same picture in all of them: its seed is ``image_seed(seed, c, i)``)."""
@@ -234,6 +236,8 @@ def synthesis_key(config: DomainConfig, pipeline_hash: str, real_hash: str | Non
     if with_count:  # the counts follow from the multiple and the real sample (which the generator hash holds)
         payload.update({"per_class": s.per_class} if s.per_class_multiple is None else
                        {"per_class_multiple": s.per_class_multiple})
+        if s.filter != "off":  # which images are kept (the images themselves are the series')
+            payload.update(filter=s.filter, filter_max_factor=s.filter_max_factor, reference=reference_key)
     return hash_payload(payload)
 
 
@@ -247,8 +251,9 @@ def planned_synthesis_key(config: DomainConfig, generator: GeneratorOutput,
     real_hash = None
     if generator.split_path is not None and config.synthesis.mode != "noise":
         real_hash = hash_payload(list(map(str, training_order(load_split(generator.split_path))["sha256"])))
+    reference_key = _required(reference).key if config.synthesis.filter != "off" else None
     if not config.synthesis.select:
-        return synthesis_key(config, generator.pipeline_hash, real_hash)
+        return synthesis_key(config, generator.pipeline_hash, real_hash, reference_key=reference_key)
     from pipeline.generator.selection import plan_path, read_plan, selection_from_plan
 
     if generator.split_path is None:
@@ -258,7 +263,8 @@ def planned_synthesis_key(config: DomainConfig, generator: GeneratorOutput,
     if plan is None:
         return hash_payload({"selection_pending": path.name})
     selection = selection_from_plan(plan, path, generator)
-    return synthesis_key(selection.apply(config), selection.generator.pipeline_hash, real_hash, selection.plan_hash)
+    return synthesis_key(selection.apply(config), selection.generator.pipeline_hash, real_hash, selection.plan_hash,
+                         reference_key=reference_key)
 
 
 def selection_stage(config: DomainConfig, generator: GeneratorOutput, reference: ReferenceSource | None,
@@ -314,10 +320,12 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
     inputs = (config, generator.pipeline_hash,
               hash_payload(real.sha256s) if real is not None and config.synthesis.mode != "noise" else None,
               selection.plan_hash if selection is not None else None)
-    key, series = synthesis_key(*inputs), synthesis_key(*inputs, with_count=False)
+    filtering = _required(reference) if config.synthesis.filter != "off" else None
+    key = synthesis_key(*inputs, reference_key=filtering.key if filtering is not None else None)
+    series = synthesis_key(*inputs, with_count=False)
     store = RunStore(config.runs_root, config.name)
     with store.lock(SYNTHESIS_STAGE, key):  # one writer per set: a second run waits, then reuses or extends it
-        return _synthesize_or_reuse(config, generator, real, selection, key, series, store, progress)
+        return _synthesize_or_reuse(config, generator, real, selection, key, series, store, progress, filtering)
 
 
 def _start_from_sibling(store: RunStore, series: str, directory: Path, counts: list[int]) -> None:
@@ -339,7 +347,8 @@ def _start_from_sibling(store: RunStore, series: str, directory: Path, counts: l
 
 
 def _synthesize_or_reuse(config: DomainConfig, generator: GeneratorOutput, real: RealSample | None, selection: Any,
-                         key: str, series: str, store: RunStore, progress: bool) -> SynthesisOutput:
+                         key: str, series: str, store: RunStore, progress: bool,
+                         filtering: ReferenceSource | None = None) -> SynthesisOutput:
     directory = store.stage_dir(SYNTHESIS_STAGE, key)
     manifest_path = directory / "manifest.parquet"
     class_names = read_json(Path(generator.pipeline_path) / "model_index.json")["class_names"]
@@ -361,8 +370,17 @@ def _synthesize_or_reuse(config: DomainConfig, generator: GeneratorOutput, real:
     pipe = load_pipeline(generator.pipeline_path, device)
     _start_from_sibling(store, series, directory, counts)
     before = len(list(directory.glob("images/*/*.png")))
-    manifest = synthesize(pipe, directory, config.synthesis, config.seed, generator.pipeline_hash, progress,
-                          real=real)
+    def generate(totals: list[int]) -> pd.DataFrame:
+        return synthesize(pipe, directory, config.synthesis, config.seed, generator.pipeline_hash, progress,
+                          real=real, counts=totals)
+
+    filtered = None
+    if filtering is None:
+        manifest = generate(counts)
+    else:
+        filtered = filter_by_reference(generate, filtering.load(), counts, config.synthesis.filter_max_factor)
+        manifest = filtered.manifest
+        atomic_write_table(directory / FILTERED_FILE, filtered.dropped, csv_copy=False)
     atomic_write_table(manifest_path, manifest)
     syn = config.synthesis
     summary = {"per_class": syn.per_class, "per_class_counts": counts, "series": series, "classes": list(pipe.config.class_names), "images": int(len(manifest)),
@@ -375,6 +393,7 @@ def _synthesize_or_reuse(config: DomainConfig, generator: GeneratorOutput, real:
                "seed_distance_median": _median(manifest["seed_distance"]),
                "selection": selection.record if selection is not None else None,
                "selection_plan": str(selection.plan_path) if selection is not None else None,
+               "filter": filtered.per_class if filtered is not None else None,
                "seconds": round(time.perf_counter() - started, 2)}
     store.mark_complete(SYNTHESIS_STAGE, key, summary)
     store.latest_link(SYNTHESIS_STAGE, key)

@@ -151,11 +151,13 @@ def generate(pipe: ClassConditionalPipeline, chunk: list[tuple[int, int]], seeds
 
 
 def synthesize(pipe: ClassConditionalPipeline, out_dir: str | Path, config: SynthesisConfig, seed: int,
-               generator_hash: str, progress: bool = True, real: RealSample | None = None) -> pd.DataFrame:
+               generator_hash: str, progress: bool = True, real: RealSample | None = None,
+               counts: list[int] | None = None) -> pd.DataFrame:
     """Write the missing PNGs under ``out_dir/images`` and return the manifest of every class's images.
 
     ``real`` (the generator's training images) is required for ``mode: real-seeded`` and adds the
-    nearest-neighbour distances to the manifest in either mode.
+    nearest-neighbour distances to the manifest in either mode. ``counts`` (images per class) overrides the
+    config's (the filter asks for more of a class whose images it dropped).
     """
     if config.mode == "real-seeded" and real is None:
         raise ValueError("synthesis.mode = 'real-seeded' needs the real training images (real=...)")
@@ -164,7 +166,7 @@ def synthesize(pipe: ClassConditionalPipeline, out_dir: str | Path, config: Synt
     for folder in {out_dir / image_relpath(c, name, 0) for c, name in enumerate(class_names)}:
         folder.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(folder.parent)
-    counts = class_counts(config, class_names, real)
+    counts = counts or class_counts(config, class_names, real)
     todo = missing_images(out_dir, class_names, counts)
     bar = tqdm(total=len(todo), desc="synthesis", unit="img", disable=not progress)
     total = sum(counts)
