@@ -7,6 +7,9 @@ Arms (the same protocol and the same step budget for each; only the training dat
     real+aug         the 20% real sample with MONAI's medical augmentations (pipeline/augment.py)
     real+synthetic   the 20% real sample and the synthetic set together, mixed
     synthetic->real  pretrain on the synthetic set, then fine-tune on the real sample (one budget, split)
+    real+aug+synthetic  the real sample and the synthetic set, mixed, with MONAI's augmentations on every batch
+    balance          the real sample plus, for each class below the largest, its first synthetic images up to
+                     the largest class's count (the synthetic set's order: image 0, 1, ...)
 
 Images are decoded and resized once per run (pipeline.image_tensors caches them by content hash)
 and kept as uint8; a batch is converted to float, augmented and normalised on the fly, which
@@ -27,9 +30,12 @@ from pipeline.errors import DataError
 from pipeline.image_tensors import load_image_tensors
 from pipeline.split import Split
 
-NEEDS_SYNTHETIC: frozenset[str] = frozenset({"synthetic", "real+synthetic", "synthetic->real"})
-NEEDS_REAL: frozenset[str] = frozenset({"real", "real+aug", "real+synthetic", "synthetic->real"})
-AUGMENTED: frozenset[str] = frozenset({"real+aug"})
+NEEDS_SYNTHETIC: frozenset[str] = frozenset({"synthetic", "real+synthetic", "synthetic->real", "real+aug+synthetic",
+                                            "balance"})
+NEEDS_REAL: frozenset[str] = frozenset({"real", "real+aug", "real+synthetic", "synthetic->real", "real+aug+synthetic",
+                                       "balance"})
+AUGMENTED: frozenset[str] = frozenset({"real+aug", "real+aug+synthetic"})
+BALANCING: frozenset[str] = frozenset({"balance"})
 PRETRAIN_FINETUNE: frozenset[str] = frozenset({"synthetic->real"})
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "sha256", "label", "patient_id", "source")
 
@@ -72,11 +78,23 @@ def arm_manifest(arm: str, split: Split, synthetic: pd.DataFrame | None) -> pd.D
     if arm in NEEDS_SYNTHETIC:
         if synthetic is None:
             raise DataError(f"arm {arm!r} needs a synthetic manifest")
-        parts.append(_rows(synthetic, "synthetic"))
+        parts.append(_rows(balancing_rows(synthetic, split.train) if arm in BALANCING else synthetic, "synthetic"))
     if not parts:
         raise DataError(f"unknown arm {arm!r}")
     table = pd.concat(parts, ignore_index=True).drop_duplicates("sha256", keep="first")
     return canonical_order(table)
+
+
+def balancing_rows(synthetic: pd.DataFrame, real: pd.DataFrame) -> pd.DataFrame:
+    """For each class below the real sample's largest, its first synthetic rows (by the manifest's image
+    ``index`` where it has one, else in the set's order) up to the largest class's count; none for the
+    largest. A set with fewer images than a deficit gives all it has."""
+    counts = real["label"].astype(str).value_counts()
+    order = synthetic.sort_values("index", kind="stable") if "index" in synthetic else synthetic
+    labels = order["label"].astype(str)
+    order = order.assign(_rank=order.groupby(labels).cumcount())
+    deficit = (counts.max() - labels.map(counts).fillna(0)).astype(int)
+    return order[order["_rank"] < deficit].drop(columns="_rank")
 
 
 def real_sample_manifest(split: Split) -> pd.DataFrame:

@@ -115,7 +115,9 @@ class Stage:
     tags: tuple[str, ...] = ()
     fan_out: bool = False
     when: Callable[[DomainConfig], bool] = lambda config: True  # False: the stage is skipped for this config
-    needed_by: tuple[str, ...] = ()  # non-empty: run only when one of these stages runs too (stages_to_run)
+    # non-empty: run only when one of these stages runs too (stages_to_run); a function of the config when
+    # that depends on settings (the reference: synthesis needs it only with synthesis.filter)
+    needed_by: tuple[str, ...] | Callable[[DomainConfig], tuple[str, ...]] = ()
     locks_itself: bool = False  # True: the stage holds its own (stage, key) lock (pipeline.locks)
 
 
@@ -267,10 +269,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("split", _split, _split_info, locks_itself=True),
     Stage("generator", _generator, _generator_info, cache_key=_generator_key, tags=("gpu",),
           reads=("seed", "data", "split", "generator"), locks_itself=True),
-    # the real arm's fold fits, which selection and the quality stage judge with (after the generator, so
+    # the real arm's fold fits, which selection, the synthesis filter and the quality stage judge with (after the generator, so
     # `--until generator` never trains them); the classifiers stage reuses them
     Stage("reference", _reference, _reference_info, cache_key=_reference_key, tags=("gpu",),
-          reads=("seed", "data", "split", "classifiers"), locks_itself=True, needed_by=("selection", "quality")),
+          reads=("seed", "data", "split", "classifiers"), locks_itself=True,
+          needed_by=lambda config: ("selection", "quality") + (("synthesis",) if config.synthesis.filter != "off"
+                                                               else ())),
     # synthesis.select: the plan (checkpoint, guidance, strength), its own stage so that synthesis's key, which
     # holds the plan's hash, is known before the synthesis task starts (the flow's cache key)
     Stage("selection", _selection, _selection_info, cache_key=_selection_key, tags=("gpu",),
@@ -299,7 +303,9 @@ def stages_to_run(config: DomainConfig, until: str) -> tuple[Stage, ...]:
     selection, nor when the quality stage is off and nothing selects)."""
     applicable = [stage for stage in stages_until(until) if stage.when(config)]
     names = {stage.name for stage in applicable}
-    return tuple(stage for stage in applicable if not stage.needed_by or names.intersection(stage.needed_by))
+    needs = {stage.name: stage.needed_by(config) if callable(stage.needed_by) else stage.needed_by
+             for stage in applicable}
+    return tuple(stage for stage in applicable if not needs[stage.name] or names.intersection(needs[stage.name]))
 
 
 def run_domain(config: DomainConfig, data_path: str | os.PathLike[str] | None = None, progress: bool = True,

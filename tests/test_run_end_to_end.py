@@ -86,16 +86,18 @@ def test_cli_run_prints_every_stage_and_the_results(tmp_path: Path, capsys) -> N
     assert out.strip().splitlines()[-1].startswith("report: ") and out.strip().endswith("report.html")
 
 
-@pytest.mark.parametrize(("select", "quality", "until", "reference"), [
-    (False, True, "synthesis", False),   # nothing before synthesis judges with it
-    (True, True, "synthesis", True),     # selection does
-    (False, True, "quality", True),      # the quality stage does
-    (False, False, "report", False),     # nothing does
-    (True, False, "generator", False),   # `--until generator` never trains it
+@pytest.mark.parametrize(("select", "quality", "until", "reference", "filter"), [
+    (False, True, "synthesis", False, "off"),   # nothing before synthesis judges with it
+    (True, True, "synthesis", True, "off"),     # selection does
+    (False, True, "synthesis", True, "reference"),  # the synthesis filter does
+    (False, True, "quality", True, "off"),      # the quality stage does
+    (False, False, "report", False, "off"),     # nothing does
+    (True, False, "generator", False, "reference"),  # `--until generator` never trains it
 ])
 def test_the_reference_stage_runs_only_for_a_stage_that_uses_it(tmp_path: Path, select: bool, quality: bool,
-                                                                 until: str, reference: bool) -> None:
-    config = load_domain_config("demo", "cpu", {"runs_root": str(tmp_path), "synthesis": {"select": select},
+                                                                 until: str, reference: bool, filter: str) -> None:
+    config = load_domain_config("demo", "cpu", {"runs_root": str(tmp_path),
+                                                "synthesis": {"select": select, "filter": filter},
                                                 "quality": {"enabled": quality}})
     names = [stage.name for stage in stages_to_run(config, until)]
     assert ("reference" in names) is reference

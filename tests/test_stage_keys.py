@@ -154,6 +154,14 @@ def test_per_class_enters_the_synthesis_key(tmp_path: Path) -> None:
     assert key(20) != key(10)  # b64a618: one key, the folder's manifest rewritten to whichever ran last
     assert key(20, runs="elsewhere") == key(20)
 
+    def keyed(**synthesis: Any) -> str:
+        return planned_synthesis_key(_config(tmp_path, synthesis=synthesis), generator)
+
+    assert len({keyed(per_class_multiple=2.0), keyed(per_class_multiple=3.0), key(20)}) == 3
+    # the diversity options enter the key when on and leave it as it was when off (issue 21)
+    assert keyed(guidance_interval=[0.3, 5.0]) != keyed() and keyed(cads_noise_scale=0.25) != keyed()
+    assert keyed(cads_noise_scale=0.0, cads_interval=[0.5, 0.8]) == keyed() and keyed(guidance_range=[1.0, 3.0]) != keyed()
+
 
 # ----------------------------------------------------------------------------------------------
 # Generator continuation: a warm restart is never stored under the from-scratch key
@@ -220,9 +228,13 @@ def test_a_new_count_starts_from_the_finished_set_of_its_series(tmp_path: Path) 
                        csv_copy=False)
     store.mark_complete(SYNTHESIS_STAGE, "old", {"series": "S", "per_class": 3})
     other_series, new = store.stage_dir(SYNTHESIS_STAGE, "other"), store.stage_dir(SYNTHESIS_STAGE, "new")
-    _start_from_sibling(store, "T", other_series, 2)
+    _start_from_sibling(store, "T", other_series, [2, 2])
     assert not list(other_series.rglob("*.png"))  # another series: nothing shared
-    _start_from_sibling(store, "S", new, 2)
+    _start_from_sibling(store, "S", new, [2, 2])
     assert sorted(p.relative_to(new).as_posix() for p in new.rglob("*.png")) == sorted(
         rel for _, _, i, rel in rows if i < 2)
     assert all((new / rel).read_bytes() == (old / rel).read_bytes() for _, _, i, rel in rows if i < 2)
+    per_class = store.stage_dir(SYNTHESIS_STAGE, "multiple")  # counts that differ by class (per_class_multiple)
+    _start_from_sibling(store, "S", per_class, [1, 3])
+    assert sorted(p.relative_to(per_class).as_posix() for p in per_class.rglob("*.png")) == sorted(
+        rel for c, _, i, rel in rows if i < [1, 3][c])

@@ -7,7 +7,7 @@ in the JSON schema), ``layering`` (defaults < profile < domain < budget < overri
 
 from __future__ import annotations
 
-from pipeline.config.base import (ARMS, Architecture, Arm, CLASSIFIER_ARCHITECTURES, ChannelMode,
+from pipeline.config.base import (ARMS, DEFAULT_ARMS, SYNTHETIC_ARMS, Architecture, Arm, CLASSIFIER_ARCHITECTURES, ChannelMode,
                                   FieldProblem, MixedPrecision, PROFILES, PaddingMode, Profile, SAMPLERS,
                                   Sampler, Section, resolve_mixed_precision)
 from pipeline.config.classification import AugmentConfig, ClassifierConfig
@@ -21,7 +21,7 @@ from pipeline.config.models import (DataConfig, DomainConfig, QualityConfig, Qua
                                     Segmentation, SplitConfig)
 from pipeline.hashing import hash_payload
 
-__all__ = ['ARMS', 'Architecture', 'Arm', 'AugmentConfig', 'CLASSIFIER_ARCHITECTURES', 'ChannelMode',
+__all__ = ['ARMS', 'DEFAULT_ARMS', 'SYNTHETIC_ARMS', 'Architecture', 'Arm', 'AugmentConfig', 'CLASSIFIER_ARCHITECTURES', 'ChannelMode',
            'ClassifierConfig', 'DataConfig', 'DomainConfig', 'FieldProblem', 'GENERATOR_LEGACY_VALUES',
            'GeneratorConfig', 'MixedPrecision', 'PROFILES', 'PaddingMode', 'Profile', 'QualityConfig',
            'QualityGateConfig', 'ReportConfig', 'SAMPLERS', 'SAMPLER_SETTINGS', 'SYNTHESIS_MODES', 'Sampler',

@@ -20,8 +20,12 @@ SAMPLERS: tuple[str, ...] = typing.get_args(Sampler)
 Architecture = Literal["resnet18", "resnet50", "vgg16", "vgg19", "alexnet", "densenet121", "mobilenetv2_100",
                        "googlenet"]
 CLASSIFIER_ARCHITECTURES: tuple[str, ...] = typing.get_args(Architecture)
-Arm = Literal["synthetic", "real", "real+aug", "real+synthetic", "synthetic->real"]
+Arm = Literal["synthetic", "real", "real+aug", "real+synthetic", "synthetic->real", "real+aug+synthetic", "balance"]
 ARMS: tuple[str, ...] = typing.get_args(Arm)
+# the arms a configuration trains when it names none (the two newest are opt-in: each costs k fits per architecture)
+DEFAULT_ARMS: tuple[str, ...] = ("synthetic", "real", "real+aug", "real+synthetic", "synthetic->real")
+# the arms whose training data holds synthetic images (the answer compares each with real-only and real+aug)
+SYNTHETIC_ARMS: tuple[str, ...] = ("synthetic", "real+synthetic", "synthetic->real", "real+aug+synthetic", "balance")
 PaddingMode = Literal["zeros", "border", "reflection"]
 
 

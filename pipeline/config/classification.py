@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.config.base import (ARMS, Architecture, Arm, CLASSIFIER_ARCHITECTURES, FieldProblem,
+from pipeline.config.base import (DEFAULT_ARMS, Architecture, Arm, CLASSIFIER_ARCHITECTURES, FieldProblem,
                                   MixedPrecision, PaddingMode, Section)
 
 
@@ -59,8 +59,10 @@ class ClassifierConfig(Section):
 
     architectures: list[Architecture] = list(CLASSIFIER_ARCHITECTURES)
     """the CNN panel (timm names)"""
-    arms: list[Arm] = list(ARMS)
-    """training sets, each evaluated on the held-out real 80%"""
+    arms: list[Arm] = list(DEFAULT_ARMS)
+    """training sets, each evaluated on the held-out real 80%: synthetic, real, real+aug (MONAI), real+synthetic,
+    synthetic->real (pretrain, fine-tune), and opt-in real+aug+synthetic (synthetic images on top of augmented
+    real ones) and balance (real images plus synthetic ones only for the classes below the largest, up to it)"""
     pretrained: bool | Literal["auto"] = "auto"
     """auto: pretrained weights when they can be had, else scratch"""
     checkpoints: dict[Architecture, str] = {}

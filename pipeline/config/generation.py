@@ -55,8 +55,19 @@ class GeneratorConfig(Section):
     """max shift as a fraction of the image side"""
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
+    guide_step: int | None = Field(None, ge=1)
+    """keep the EMA weights of this (early) step as the autoguidance guide, exported beside the final weights
+    (``synthesis.guidance_method: autoguidance``; Karras et al. 2024 guide with a weaker model of the same
+    kind). None = no guide. Must be below train_steps."""
     mixed_precision: MixedPrecision = "no"
     """auto: bf16 on a GPU, none on a CPU"""
+
+    @model_validator(mode="after")
+    def _guide_before_the_end(self) -> "GeneratorConfig":
+        if self.guide_step is not None and self.guide_step >= self.train_steps:
+            raise FieldProblem("guide_step", self.guide_step,
+                               f"a step below train_steps = {self.train_steps} (the guide is an earlier, weaker model)")
+        return self
 
     @field_validator("block_out_channels")
     @classmethod
@@ -85,7 +96,7 @@ class GeneratorConfig(Section):
 # Generator settings added after stores already held trained generators, with the value that reproduces
 # the behaviour from before the setting existed: at that value the setting is left out of cache keys and
 # checkpoint comparisons, so a generator trained before the setting existed is still found and resumed.
-GENERATOR_LEGACY_VALUES: dict[str, Any] = {"ema_power": 2.0 / 3.0, "snr_gamma": 0.0}
+GENERATOR_LEGACY_VALUES: dict[str, Any] = {"ema_power": 2.0 / 3.0, "snr_gamma": 0.0, "guide_step": None}
 X0Clip = Literal["auto", "off", "clip", "dynamic"]
 X0_CLIPS: tuple[str, ...] = typing.get_args(X0Clip)
 SynthesisMode = Literal["noise", "real-seeded"]
@@ -104,6 +115,10 @@ class SynthesisConfig(Section):
 
     per_class: int = Field(100, ge=1)
     """images generated for every class (balanced)"""
+    per_class_multiple: float | None = Field(None, gt=0)
+    """instead of per_class: each class gets this multiple of its count in the real training sample (rounded,
+    at least 1): 2 = twice as many synthetic images as real ones per class. Synthetic-only data matched real
+    data only at 2-3x the real count in Khosravi et al. 2024. None = per_class for every class."""
     sampler: Sampler = "sde-dpmsolver++"
     """the denoising loop's solver (SAMPLERS)"""
     steps: int = Field(25, ge=1)
@@ -132,6 +147,29 @@ class SynthesisConfig(Section):
     """DPM-Solver++: lower bound on log(alpha/sigma); keeps the cosine schedule's first step finite"""
     ddim_eta: float = Field(0.0, ge=0, le=1)
     """DDIM stochasticity (0 = deterministic)"""
+    guidance_interval: list[float] | None = None
+    """[low, high] noise levels sigma = sqrt((1 - abar) / abar) where guidance applies (elsewhere the plain
+    conditional model runs, at half the cost); None = every step. Strong guidance at high noise narrows the
+    layouts a class gets; Kynkaanniemi et al. 2024 (arXiv 2404.07724) guide only in the middle of the range."""
+    guidance_range: list[float] | None = None
+    """[low, high]: every image draws its own guidance weight from U(low, high) (from its own seed) instead of
+    guidance_scale: a set mixing faithful and diverse samples. None = guidance_scale for every image."""
+    cads_noise_scale: float = Field(0.0, ge=0)
+    """condition-annealed sampling (CADS, Sadat et al. 2023, arXiv 2310.17347): noise of this scale on the class
+    embedding early in sampling (t / T above cads_interval[0]), for diversity on small data; 0 = off"""
+    cads_interval: list[float] = Field(default_factory=lambda: [0.6, 0.9], min_length=2, max_length=2)
+    """[tau1, tau2] of normalised time t / T: the condition is clean below tau1, pure noise above tau2"""
+    cads_psi: float = Field(1.0, ge=0, le=1)
+    """how much the noised embedding is rescaled back to the clean one's mean and std (CADS' psi)"""
+    guidance_method: Literal["cfg", "autoguidance"] = "cfg"
+    """cfg: the unconditional (null-class) prediction is the guide; autoguidance: the generator's early
+    checkpoint (generator.guide_step) is (Karras et al. 2024, arXiv 2406.02507)"""
+    filter: Literal["off", "reference"] = "off"
+    """reference: drop every synthetic image the real arm's fold models (the reference) assign to another class,
+    judged out of fold for real-seeded images; uncertain-but-correct images stay. Dropped images are replaced
+    by more of the same class (pipeline.generator.filtering)."""
+    filter_max_factor: float = Field(3.0, ge=1)
+    """with filter: at most this many times a class's count is generated to replace dropped images"""
     mode: SynthesisMode = "noise"
     """noise: start from pure noise. real-seeded (SDEdit): noise an image of the real training sample to
     `strength` (fraction of the schedule) and denoise it with its own label."""
@@ -172,8 +210,38 @@ class SynthesisConfig(Section):
             raise ValueError("a non-empty list of numbers strictly between 0 and 1")
         return value
 
+    @field_validator("guidance_interval", "guidance_range", "cads_interval")
+    @classmethod
+    def _pairs(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (len(value) != 2 or not 0 <= value[0] <= value[1]):
+            raise ValueError("[low, high] with 0 <= low <= high")
+        return value
+
+    @model_validator(mode="after")
+    def _cads_interval_in_unit_range(self) -> "SynthesisConfig":
+        if self.cads_interval[1] > 1:
+            raise ValueError(f"cads_interval = {self.cads_interval} is invalid; its values are fractions of the "
+                             "schedule, within [0, 1]")
+        return self
+
+    def sampling_options(self) -> dict[str, Any]:
+        """The diversity options of the sampling loop that differ from off (what the pipeline call and its
+        export receive; empty for every configuration written before they existed)."""
+        options: dict[str, Any] = {}
+        if self.guidance_interval is not None:
+            options["guidance_interval"] = list(self.guidance_interval)
+        if self.guidance_range is not None:
+            options["guidance_range"] = list(self.guidance_range)
+        if self.guidance_method != "cfg":
+            options["guidance_method"] = self.guidance_method
+        if self.cads_noise_scale > 0:
+            options.update(cads_noise_scale=self.cads_noise_scale, cads_interval=list(self.cads_interval),
+                           cads_psi=self.cads_psi)
+        return options
+
     def sampler_settings(self) -> dict[str, Any]:
-        """Every setting that changes what one sampler call produces (cache keys hash exactly these)."""
-        return {k: getattr(self, k) for k in SAMPLER_SETTINGS}
+        """Every setting that changes what one sampler call produces (cache keys hash exactly these; the
+        diversity options only when on, so keys of sets sampled without them stay as they were)."""
+        return {**{k: getattr(self, k) for k in SAMPLER_SETTINGS}, **self.sampling_options()}
 
 

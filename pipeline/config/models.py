@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from pipeline.config.base import ChannelMode, Profile, Section
+from pipeline.config.base import ChannelMode, FieldProblem, Profile, Section
 from pipeline.config.classification import ClassifierConfig
 from pipeline.config.generation import GeneratorConfig, SynthesisConfig
 from pipeline.errors import DataError
@@ -172,6 +172,14 @@ class DomainConfig(Section):
         if not value or "/" in value or value in {".", ".."}:
             raise ValueError("a non-empty domain name without '/'")
         return value
+
+    @model_validator(mode="after")
+    def _autoguidance_has_a_guide(self) -> "DomainConfig":
+        if self.synthesis.guidance_method == "autoguidance" and self.generator.guide_step is None:
+            raise FieldProblem("synthesis.guidance_method", "autoguidance",
+                               "'cfg', or a guide: set generator.guide_step (an early step, e.g. "
+                               f"{max(1, self.generator.train_steps // 4)}) so the generator keeps that step's weights")
+        return self
 
     @property
     def channels(self) -> int:

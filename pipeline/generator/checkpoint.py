@@ -76,6 +76,26 @@ def save_checkpoint(directory: Path, state: dict[str, Any], keep: int) -> Path:
     return target
 
 
+def guide_path(directory: Path, step: int) -> Path:
+    """The autoguidance guide's EMA weights (generator.guide_step); never pruned (not a ``ckpt-`` file)."""
+    return Path(directory) / f"guide-{step:08d}.pt"
+
+
+def save_guide(directory: Path, step: int, ema_state: dict[str, torch.Tensor]) -> Path:
+    target = guide_path(directory, step)
+    atomic_save_with(target, lambda tmp: torch.save({"step": step, "ema": ema_state}, tmp))
+    return target
+
+
+def load_guide(directory: Path, step: int) -> dict[str, torch.Tensor]:
+    """The guide's weights, or a clear error when the run that should have kept them did not."""
+    path = guide_path(directory, step)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the autoguidance guide of step {step} was not kept (the generator was "
+                                "trained, or continued, past that step without generator.guide_step); retrain it")
+    return torch.load(path, map_location="cpu", weights_only=True)["ema"]
+
+
 def load_latest_checkpoint(directory: Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:
     """The newest checkpoint that loads and has every field; damaged newer ones are skipped with a warning."""
     for step, path in reversed(list_checkpoints(directory)):

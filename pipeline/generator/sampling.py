@@ -123,7 +123,9 @@ def image_seed(seed: int, class_index: int, image_index: int) -> int:
 
 def export_pipeline(directory: str | os.PathLike[str], unet_kwargs: dict[str, Any],
                     state_dict: dict[str, torch.Tensor], scheduler: Any, class_names: list[str], mode: str,
-                    num_inference_steps: int, guidance_scale: float, training_data: dict[str, Any]) -> Path:
+                    num_inference_steps: int, guidance_scale: float, training_data: dict[str, Any],
+                    sampling_options: dict[str, Any] | None = None,
+                    guide_state: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the generator as a diffusers pipeline folder (``save_pretrained``), atomically.
 
     ``unet/`` holds the EMA weights as safetensors and the UNet config, ``scheduler/`` the full
@@ -136,9 +138,15 @@ def export_pipeline(directory: str | os.PathLike[str], unet_kwargs: dict[str, An
     sha256s = list(training_data.get("sha256s", []))
     identity = {k: v for k, v in training_data.items() if k not in ("sha256s", "class_names", "mode", "channels")}
     identity["images"] = len(sha256s)
+    guide = None
+    if guide_state is not None:  # the autoguidance guide: the same UNet at an earlier step
+        guide = UNet2DModel(**unet_kwargs)
+        guide.load_state_dict(guide_state)
+        guide.eval()
     pipe = ClassConditionalPipeline(unet.eval(), scheduler, class_names=list(class_names), mode=mode,
                                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                                    training_data=identity)
+                                    training_data=identity, sampling_options=sampling_options or None,
+                                    guide_unet=guide)
     with atomic_folder(directory) as tmp:  # written aside, swapped in: never a moment without a whole folder
         pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / TRAINING_DATA_FILE).write_text(json.dumps({**identity, "sha256s": sha256s}, indent=1))

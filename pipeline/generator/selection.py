@@ -245,7 +245,16 @@ def export_checkpoint_ema(config: DomainConfig, checkpoint: Path, target: Path) 
              "prediction_type": g["prediction_type"]}
     return export_pipeline(target, kwargs, {k: v.detach().float().cpu() for k, v in model.state_dict().items()},
                            make_sampler(syn.sampler, noise, syn.steps, syn), identity["class_names"],
-                           identity["mode"], syn.steps, syn.guidance_scale, identity)
+                           identity["mode"], syn.steps, syn.guidance_scale, identity, syn.sampling_options(),
+                           guide_state=_guide_of(checkpoint.parent, g))
+
+
+def _guide_of(ckpt_dir: Path, generator_config: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The autoguidance guide a candidate checkpoint's run kept (its generator.guide_step), if any."""
+    from pipeline.generator.checkpoint import load_guide
+
+    step = generator_config.get("guide_step")
+    return load_guide(ckpt_dir, int(step)) if step else None
 
 
 def score_candidate(config: DomainConfig, output: GeneratorOutput, step: int, guidance: float,

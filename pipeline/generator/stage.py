@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from pipeline.config import GENERATOR_LEGACY_VALUES, DomainConfig, hash_payload
@@ -32,7 +33,8 @@ from pipeline.generator.checkpoint import folder_sha256
 from pipeline.generator.data import check_disjoint, load_training_data, training_order
 from pipeline.generator.outputs import GeneratorOutput, SynthesisOutput
 from pipeline.generator.sampling import load_pipeline, training_data_of
-from pipeline.generator.synthesis import RealSample, check_labels_distinct, image_relpath, synthesize
+from pipeline.generator.filtering import FILTERED_FILE, filter_by_reference
+from pipeline.generator.synthesis import RealSample, check_labels_distinct, class_counts, image_relpath, synthesize
 from pipeline.generator.train import RESUMABLE_CHANGES, train_generator
 from pipeline.image_tensors import domain_cache_dir
 from pipeline.integrity import file_sha256
@@ -126,6 +128,8 @@ def copy_start(start: tuple[str, int, Path] | None, ckpt_dir: Path) -> int | Non
         return None
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     atomic_save_with(ckpt_dir / start[2].name, lambda tmp: shutil.copyfile(start[2], tmp))
+    for guide in start[2].parent.glob("guide-*.pt"):  # the lineage's autoguidance guide goes along
+        atomic_save_with(ckpt_dir / guide.name, lambda tmp, guide=guide: shutil.copyfile(guide, tmp))
     return start[1]
 
 
@@ -219,7 +223,7 @@ class LossLog:
 
 
 def synthesis_key(config: DomainConfig, pipeline_hash: str, real_hash: str | None = None,
-                  plan_hash: str | None = None, with_count: bool = True) -> str:
+                  plan_hash: str | None = None, with_count: bool = True, reference_key: str | None = None) -> str:
     """``plan_hash``: the selection plan's content hash (synthesis.select); a different decision is a different set.
     ``with_count=False``: the key shared by sets that differ only in ``per_class`` (image i of class c is the
     same picture in all of them: its seed is ``image_seed(seed, c, i)``)."""
@@ -229,8 +233,11 @@ def synthesis_key(config: DomainConfig, pipeline_hash: str, real_hash: str | Non
         payload.update(mode=s.mode, strength=s.strength, real=real_hash)
     if plan_hash is not None:
         payload["plan"] = plan_hash
-    if with_count:
-        payload["per_class"] = s.per_class
+    if with_count:  # the counts follow from the multiple and the real sample (which the generator hash holds)
+        payload.update({"per_class": s.per_class} if s.per_class_multiple is None else
+                       {"per_class_multiple": s.per_class_multiple})
+        if s.filter != "off":  # which images are kept (the images themselves are the series')
+            payload.update(filter=s.filter, filter_max_factor=s.filter_max_factor, reference=reference_key)
     return hash_payload(payload)
 
 
@@ -244,8 +251,9 @@ def planned_synthesis_key(config: DomainConfig, generator: GeneratorOutput,
     real_hash = None
     if generator.split_path is not None and config.synthesis.mode != "noise":
         real_hash = hash_payload(list(map(str, training_order(load_split(generator.split_path))["sha256"])))
+    reference_key = _required(reference).key if config.synthesis.filter != "off" else None
     if not config.synthesis.select:
-        return synthesis_key(config, generator.pipeline_hash, real_hash)
+        return synthesis_key(config, generator.pipeline_hash, real_hash, reference_key=reference_key)
     from pipeline.generator.selection import plan_path, read_plan, selection_from_plan
 
     if generator.split_path is None:
@@ -255,7 +263,8 @@ def planned_synthesis_key(config: DomainConfig, generator: GeneratorOutput,
     if plan is None:
         return hash_payload({"selection_pending": path.name})
     selection = selection_from_plan(plan, path, generator)
-    return synthesis_key(selection.apply(config), selection.generator.pipeline_hash, real_hash, selection.plan_hash)
+    return synthesis_key(selection.apply(config), selection.generator.pipeline_hash, real_hash, selection.plan_hash,
+                         reference_key=reference_key)
 
 
 def selection_stage(config: DomainConfig, generator: GeneratorOutput, reference: ReferenceSource | None,
@@ -311,16 +320,18 @@ def synthesis_stage(config: DomainConfig, generator: GeneratorOutput, progress: 
     inputs = (config, generator.pipeline_hash,
               hash_payload(real.sha256s) if real is not None and config.synthesis.mode != "noise" else None,
               selection.plan_hash if selection is not None else None)
-    key, series = synthesis_key(*inputs), synthesis_key(*inputs, with_count=False)
+    filtering = _required(reference) if config.synthesis.filter != "off" else None
+    key = synthesis_key(*inputs, reference_key=filtering.key if filtering is not None else None)
+    series = synthesis_key(*inputs, with_count=False)
     store = RunStore(config.runs_root, config.name)
     with store.lock(SYNTHESIS_STAGE, key):  # one writer per set: a second run waits, then reuses or extends it
-        return _synthesize_or_reuse(config, generator, real, selection, key, series, store, progress)
+        return _synthesize_or_reuse(config, generator, real, selection, key, series, store, progress, filtering)
 
 
-def _start_from_sibling(store: RunStore, series: str, directory: Path, per_class: int) -> None:
-    """Copy images 0..per_class-1 of the largest finished set of ``series`` into a new set's folder."""
+def _start_from_sibling(store: RunStore, series: str, directory: Path, counts: list[int]) -> None:
+    """Copy images 0..counts[c]-1 of each class c from the largest finished set of ``series`` into a new set's folder."""
     summaries = {m.parent: read_json(m) for m in store.domain_dir.glob(f"{SYNTHESIS_STAGE}/*/{COMPLETE_MARKER}")}
-    finished = [(int(s.get("per_class", 0)), folder) for folder, s in summaries.items()
+    finished = [(int(s.get("images") or s.get("per_class", 0)), folder) for folder, s in summaries.items()
                 if s.get("series") == series and folder != directory and (folder / "manifest.parquet").is_file()]
     if not finished or any(directory.glob("images/*/*.png")):
         return
@@ -330,20 +341,23 @@ def _start_from_sibling(store: RunStore, series: str, directory: Path, per_class
     manifest = read_table(source / "manifest.parquet")
     for c, label, i, rel in zip(manifest["class_index"], manifest["label"], manifest["index"], manifest["relpath"]):
         origin, target = source / str(rel), directory / str(rel)
-        if int(i) < per_class and str(rel) == image_relpath(int(c), str(label), int(i)) and origin.is_file():
+        if int(i) < counts[int(c)] and str(rel) == image_relpath(int(c), str(label), int(i)) and origin.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_save_with(target, lambda tmp, origin=origin: shutil.copyfile(origin, tmp))
 
 
 def _synthesize_or_reuse(config: DomainConfig, generator: GeneratorOutput, real: RealSample | None, selection: Any,
-                         key: str, series: str, store: RunStore, progress: bool) -> SynthesisOutput:
+                         key: str, series: str, store: RunStore, progress: bool,
+                         filtering: ReferenceSource | None = None) -> SynthesisOutput:
     directory = store.stage_dir(SYNTHESIS_STAGE, key)
     manifest_path = directory / "manifest.parquet"
+    class_names = read_json(Path(generator.pipeline_path) / "model_index.json")["class_names"]
+    counts = class_counts(config.synthesis, class_names, real)
     if store.is_complete(SYNTHESIS_STAGE, key) and manifest_path.is_file() and _current_layout(manifest_path):
         summary = store.read_summary(SYNTHESIS_STAGE, key)
         if _relisted_here(manifest_path):  # a copied or moved store: its own PNGs, never the original's
             store.mark_complete(SYNTHESIS_STAGE, key, summary)
-        if summary.get("per_class") == config.synthesis.per_class:
+        if summary.get("per_class_counts", [summary.get("per_class")] * len(counts)) == counts:
             if selection is not None:  # this run's choice (the stored set may come from a run without selection)
                 summary = {**summary, "selection": selection.record}
             return SynthesisOutput(key, directory, manifest_path, summary, cached=True)
@@ -354,13 +368,22 @@ def _synthesize_or_reuse(config: DomainConfig, generator: GeneratorOutput, real:
     if folder_sha256(generator.pipeline_path) != generator.pipeline_hash:
         raise DataError(f"{generator.pipeline_path} does not match its recorded hash; retrain the generator")
     pipe = load_pipeline(generator.pipeline_path, device)
-    _start_from_sibling(store, series, directory, config.synthesis.per_class)
+    _start_from_sibling(store, series, directory, counts)
     before = len(list(directory.glob("images/*/*.png")))
-    manifest = synthesize(pipe, directory, config.synthesis, config.seed, generator.pipeline_hash, progress,
-                          real=real)
+    def generate(totals: list[int]) -> pd.DataFrame:
+        return synthesize(pipe, directory, config.synthesis, config.seed, generator.pipeline_hash, progress,
+                          real=real, counts=totals)
+
+    filtered = None
+    if filtering is None:
+        manifest = generate(counts)
+    else:
+        filtered = filter_by_reference(generate, filtering.load(), counts, config.synthesis.filter_max_factor)
+        manifest = filtered.manifest
+        atomic_write_table(directory / FILTERED_FILE, filtered.dropped, csv_copy=False)
     atomic_write_table(manifest_path, manifest)
     syn = config.synthesis
-    summary = {"per_class": syn.per_class, "series": series, "classes": list(pipe.config.class_names), "images": int(len(manifest)),
+    summary = {"per_class": syn.per_class, "per_class_counts": counts, "series": series, "classes": list(pipe.config.class_names), "images": int(len(manifest)),
                "generated_this_run": int(max(0, len(list(directory.glob("images/*/*.png"))) - before)),
                **syn.sampler_settings(), "synthesis_mode": syn.mode,
                "strength": syn.strength if syn.mode != "noise" else None,
@@ -370,6 +393,7 @@ def _synthesize_or_reuse(config: DomainConfig, generator: GeneratorOutput, real:
                "seed_distance_median": _median(manifest["seed_distance"]),
                "selection": selection.record if selection is not None else None,
                "selection_plan": str(selection.plan_path) if selection is not None else None,
+               "filter": filtered.per_class if filtered is not None else None,
                "seconds": round(time.perf_counter() - started, 2)}
     store.mark_complete(SYNTHESIS_STAGE, key, summary)
     store.latest_link(SYNTHESIS_STAGE, key)

@@ -1,4 +1,5 @@
-"""Balanced synthesis: N PNGs per class in the domain's mode, a manifest, resumable by construction.
+"""Synthesis: N PNGs per class (or a multiple of each class's real count) in the domain's mode, a manifest,
+resumable by construction.
 
 Images come from the exported generator (``ClassConditionalPipeline``, the same object a user
 loads with ``from_pretrained``). Image ``i`` of class ``c`` is always ``images/<c>-<class slug>/<i>.png``
@@ -21,6 +22,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -81,9 +83,19 @@ def image_relpath(class_index: int, class_name: str, index: int) -> str:
     return f"images/{class_dirname(class_index, class_name)}/{index:05d}.png"
 
 
-def missing_images(out_dir: Path, class_names: list[str], per_class: int) -> list[tuple[int, int]]:
+def class_counts(config: SynthesisConfig, class_names: list[str], real: RealSample | None) -> list[int]:
+    """Images to generate per class: ``per_class`` each, or ``per_class_multiple`` times the class's count in
+    the real training sample (at least 1)."""
+    if config.per_class_multiple is None:
+        return [config.per_class] * len(class_names)
+    if real is None:
+        raise ValueError("synthesis.per_class_multiple needs the real training sample's class counts (real=...)")
+    return [max(1, round(config.per_class_multiple * int((real.labels == c).sum()))) for c in range(len(class_names))]
+
+
+def missing_images(out_dir: Path, class_names: list[str], counts: list[int]) -> list[tuple[int, int]]:
     """(class index, image index) of every image not yet on disk."""
-    return [(c, i) for c, name in enumerate(class_names) for i in range(per_class)
+    return [(c, i) for c, name in enumerate(class_names) for i in range(counts[c])
             if not (out_dir / image_relpath(c, name, i)).is_file()]
 
 
@@ -110,8 +122,20 @@ def render(pipe: ClassConditionalPipeline, labels: list[int], seeds: list[int], 
     use_sampler(pipe, config.sampler, config.steps, config)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     out = pipe(class_labels=labels, num_inference_steps=config.steps, guidance_scale=config.guidance_scale,
-               generator=generators, output_type="pt", image=init, strength=strength, eta=config.ddim_eta).images
+               generator=generators, output_type="pt", image=init, strength=strength, eta=config.ddim_eta,
+               **sampling_call_options(config)).images
     return out.mul(255).round().to(torch.uint8)
+
+
+def sampling_call_options(config: SynthesisConfig) -> dict[str, Any]:
+    """The diversity options as pipeline call arguments: the config's, with "off" spelled out so that a
+    pipeline exported with other defaults samples exactly what this config says."""
+    options = config.sampling_options()
+    return {"guidance_interval": options.get("guidance_interval", (0.0, float("inf"))),
+            "guidance_range": options.get("guidance_range", (config.guidance_scale, config.guidance_scale)),
+            "cads_noise_scale": options.get("cads_noise_scale", 0.0),
+            "cads_interval": options.get("cads_interval"), "cads_psi": options.get("cads_psi"),
+            "guidance_method": options.get("guidance_method", "cfg")}
 
 
 def generate(pipe: ClassConditionalPipeline, chunk: list[tuple[int, int]], seeds: list[int], config: SynthesisConfig,
@@ -127,11 +151,13 @@ def generate(pipe: ClassConditionalPipeline, chunk: list[tuple[int, int]], seeds
 
 
 def synthesize(pipe: ClassConditionalPipeline, out_dir: str | Path, config: SynthesisConfig, seed: int,
-               generator_hash: str, progress: bool = True, real: RealSample | None = None) -> pd.DataFrame:
-    """Write the missing PNGs under ``out_dir/images`` and return the manifest of all N x classes images.
+               generator_hash: str, progress: bool = True, real: RealSample | None = None,
+               counts: list[int] | None = None) -> pd.DataFrame:
+    """Write the missing PNGs under ``out_dir/images`` and return the manifest of every class's images.
 
     ``real`` (the generator's training images) is required for ``mode: real-seeded`` and adds the
-    nearest-neighbour distances to the manifest in either mode.
+    nearest-neighbour distances to the manifest in either mode. ``counts`` (images per class) overrides the
+    config's (the filter asks for more of a class whose images it dropped).
     """
     if config.mode == "real-seeded" and real is None:
         raise ValueError("synthesis.mode = 'real-seeded' needs the real training images (real=...)")
@@ -140,9 +166,10 @@ def synthesize(pipe: ClassConditionalPipeline, out_dir: str | Path, config: Synt
     for folder in {out_dir / image_relpath(c, name, 0) for c, name in enumerate(class_names)}:
         folder.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(folder.parent)
-    todo = missing_images(out_dir, class_names, config.per_class)
+    counts = counts or class_counts(config, class_names, real)
+    todo = missing_images(out_dir, class_names, counts)
     bar = tqdm(total=len(todo), desc="synthesis", unit="img", disable=not progress)
-    total = len(class_names) * config.per_class
+    total = sum(counts)
     report = Progress("synthesis", total, start=total - len(todo), unit="image")
     for start in range(0, len(todo), config.batch_size):
         chunk = todo[start:start + config.batch_size]
@@ -152,7 +179,7 @@ def synthesize(pipe: ClassConditionalPipeline, out_dir: str | Path, config: Synt
         bar.update(len(chunk))
         report.update(total - len(todo) + start + len(chunk))
     bar.close()
-    return build_manifest(out_dir, pipe, config, seed, generator_hash, real)
+    return build_manifest(out_dir, pipe, config, seed, generator_hash, real, counts)
 
 
 def to_pixels(image: np.ndarray) -> np.ndarray:
@@ -161,12 +188,14 @@ def to_pixels(image: np.ndarray) -> np.ndarray:
 
 
 def build_manifest(out_dir: Path, pipe: ClassConditionalPipeline, config: SynthesisConfig, seed: int,
-                   generator_hash: str, real: RealSample | None = None) -> pd.DataFrame:
+                   generator_hash: str, real: RealSample | None = None, counts: list[int] | None = None
+                   ) -> pd.DataFrame:
     rows = []
+    counts = counts or class_counts(config, list(pipe.config.class_names), real)
     size = pipe.unet.config.sample_size
     seeded = config.mode == "real-seeded"
     for c, name in enumerate(pipe.config.class_names):
-        for i in range(config.per_class):
+        for i in range(counts[c]):
             relpath = image_relpath(c, name, i)
             path = (out_dir / relpath).resolve()
             rows.append({"path": str(path), "relpath": relpath, "label": name, "class_index": c, "index": i,

@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 
 from pipeline.config import GENERATOR_LEGACY_VALUES, DomainConfig, GeneratorConfig, resolve_mixed_precision
 from pipeline.errors import ConfigError, TrainingError
-from pipeline.generator.checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pipeline.generator.checkpoint import (load_guide, load_latest_checkpoint, rng_state, save_checkpoint, save_guide,
+                                          set_rng_state)
 from pipeline.generator.data import TrainingData, augment, batch_indices, step_generator, to_model_range
 from pipeline.generator.model import build_unet, count_parameters, null_class, unet_config
 from pipeline.generator.sampling import export_pipeline, make_sampler
@@ -176,7 +177,7 @@ def train_generator(config: DomainConfig, data: TrainingData, out_dir: Path, tra
     trainer, start = start_or_resume(config, data, out_dir / "checkpoints")
     identity = training_identity(config, data, training_hash)
     losses, seconds = run_steps(trainer, config, data, start, out_dir / "checkpoints", identity, progress, on_step)
-    model_path = export_generator(trainer, config, out_dir / "pipeline", identity)
+    model_path = export_generator(trainer, config, out_dir / "pipeline", identity, out_dir / "checkpoints")
     done = config.generator.train_steps - start
     rate = done * config.generator.batch_size * trainer.accelerator.num_processes / seconds if seconds > 0 else 0.0
     return TrainResult(model_path, config.generator.train_steps, start or None, losses, seconds,
@@ -232,6 +233,8 @@ def run_steps(trainer: GeneratorTrainer, config: DomainConfig, data: TrainingDat
             if accelerator.is_main_process:
                 save_checkpoint(ckpt_dir, {**trainer.state_dict(step + 1), "generator_config": _gcfg_dict(gcfg),
                                            "data": identity}, keep=gcfg.keep_checkpoints)
+        if gcfg.guide_step == step + 1 and accelerator.is_main_process:
+            save_guide(ckpt_dir, step + 1, trainer.ema_state_dict())
         if on_step is not None:
             on_step(step + 1, loss)
     bar.close()
@@ -245,14 +248,16 @@ def noise_settings(gcfg: GeneratorConfig) -> dict[str, Any]:
 
 
 def export_generator(trainer: GeneratorTrainer, config: DomainConfig, model_path: Path,
-                     identity: dict[str, Any]) -> Path:
+                     identity: dict[str, Any], ckpt_dir: Path | None = None) -> Path:
     """Export the EMA weights as a ClassConditionalPipeline folder whose scheduler is the configured sampler
-    with all its settings (``scheduler/scheduler_config.json`` holds the full scheduler config)."""
-    syn = config.synthesis
+    with all its settings (``scheduler/scheduler_config.json`` holds the full scheduler config), and the
+    autoguidance guide's weights beside them when ``generator.guide_step`` kept one."""
+    syn, guide_step = config.synthesis, config.generator.guide_step
     if trainer.accelerator.is_main_process:
         sampler = make_sampler(syn.sampler, noise_settings(config.generator), syn.steps, syn)
+        guide = load_guide(ckpt_dir or model_path.parent / "checkpoints", guide_step) if guide_step else None
         export_pipeline(model_path, trainer.unet_kwargs, trainer.ema_state_dict(), sampler, identity["class_names"],
-                        config.data.mode, syn.steps, syn.guidance_scale, identity)
+                        config.data.mode, syn.steps, syn.guidance_scale, identity, guide_state=guide)
     trainer.accelerator.wait_for_everyone()
     return model_path
 

@@ -9,6 +9,11 @@ space is calibrated on real data: each training image's distance to its nearest 
 training image than that in either space: closer than 99% of real images are to their nearest distinct
 real image. A fresh sample from the training distribution is then flagged with probability about
 ``quantile`` per space; a copy (distance ~0) always is.
+
+Beside it, the criterion of Gu et al. (arXiv 2310.02664): the ratio of a synthetic image's distance to its
+nearest training image and to its second nearest; under 1/3 counts as a copy (a copy sits on one training
+image, a fresh sample about as far from its first as from its second neighbour). It needs no calibration,
+so it reads the same on every data set.
 """
 
 from __future__ import annotations
@@ -40,6 +45,20 @@ def nearest(query: torch.Tensor, reference: torch.Tensor, exclude: np.ndarray | 
     return torch.cat(dists).numpy(), torch.cat(index).numpy()
 
 
+COPY_RATIO = 1.0 / 3.0  # Gu et al.: nearest / second-nearest distance under this is a copy
+
+
+def nearest_two(query: torch.Tensor, reference: torch.Tensor, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Distances to the nearest and second-nearest reference of each query ((N,), (N,); inf with one reference)."""
+    first, second = [], []
+    for start in range(0, len(query), chunk):
+        d = torch.cdist(query[start:start + chunk], reference)
+        values = torch.topk(d, k=min(2, d.shape[1]), dim=1, largest=False).values
+        first.append(values[:, 0])
+        second.append(values[:, 1] if values.shape[1] > 1 else torch.full_like(values[:, 0], float("inf")))
+    return torch.cat(first).numpy(), torch.cat(second).numpy()
+
+
 def real_to_real(reference: torch.Tensor, groups: list[object] | None = None) -> np.ndarray:
     """Each training image's distance to its nearest other training image outside its near-duplicate group."""
     n = len(reference)
@@ -59,10 +78,16 @@ class SpaceResult:
     distances: np.ndarray  # per synthetic image, to its nearest training image
     neighbour: np.ndarray  # index of that training image
     calibration: np.ndarray  # real-to-real nearest-neighbour distances
+    ratio: np.ndarray | None = None  # nearest / second-nearest training distance (Gu et al.)
 
     @property
     def flagged(self) -> np.ndarray:
         return self.distances < self.threshold
+
+    @property
+    def copies(self) -> np.ndarray:
+        """Gu et al.'s copies: nearest training image under 1/3 of the distance to the second nearest."""
+        return self.ratio < COPY_RATIO if self.ratio is not None else np.zeros(len(self.distances), dtype=bool)
 
 
 def check_space(synthetic: np.ndarray, training: np.ndarray, space: str, quantile: float,
@@ -75,7 +100,9 @@ def check_space(synthetic: np.ndarray, training: np.ndarray, space: str, quantil
         raise ValueError("memorisation needs at least two distinct training images to calibrate its threshold")
     threshold = float(np.quantile(calibration, quantile))
     distances, neighbour = nearest(synth, train)
-    return SpaceResult(space, threshold, distances, neighbour, calibration)
+    first, second = nearest_two(synth, train)
+    ratio = np.divide(first, second, out=np.zeros_like(first), where=second > 0)
+    return SpaceResult(space, threshold, distances, neighbour, calibration, ratio)
 
 
 def flagged_per_class(labels: np.ndarray, flagged: np.ndarray, class_names: list[str]) -> dict[str, dict[str, float]]:

@@ -71,6 +71,11 @@ class Space(Record):
     threshold: float
     """a synthetic image closer than this to a training image is flagged"""
     calibration_median: float
+    nn_ratio_median: float | None = None
+    """median over synthetic images of nearest / second-nearest training distance (Gu et al.; ~1 for fresh
+    samples, 0 for copies)"""
+    copy_fraction: float | None = None
+    """share of synthetic images whose ratio is under 1/3 (Gu et al.'s copy criterion)"""
 
 
 class ClassFlags(Record):

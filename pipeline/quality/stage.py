@@ -266,6 +266,7 @@ def _measure(config: DomainConfig, split: Split, synthetic: pd.DataFrame, class_
                               "label": labels_s, "sha256": synthetic["sha256"].astype(str)})
     for name, result in spaces.items():
         per_image[f"{name}_distance"] = result.distances
+        per_image[f"{name}_nn_ratio"] = result.ratio
         per_image[f"{name}_neighbour"] = train["relpath"].to_numpy()[result.neighbour]
     if "feature" not in spaces:
         per_image["feature_distance"], per_image["feature_neighbour"] = np.nan, None
@@ -295,8 +296,9 @@ def _measure(config: DomainConfig, split: Split, synthetic: pd.DataFrame, class_
         "extractors": extractor_info,
         "metrics": metrics.replace({np.nan: None}).to_dict(orient="records"),
         "memorisation": {"quantile": q.memorisation_quantile,
-                         "spaces": {name: {"threshold": r.threshold, "calibration_median": float(np.median(r.calibration))}
-                                    for name, r in spaces.items()},
+                         "spaces": {name: {"threshold": r.threshold, "calibration_median": float(np.median(r.calibration)),
+                                           "nn_ratio_median": float(np.median(r.ratio)),
+                                           "copy_fraction": float(r.copies.mean())} for name, r in spaces.items()},
                          "feature_extractor": feature_name, "per_class": flagged,
                          "flagged_fraction": float(memorised.mean()), "closest_pairs": pairs},
         "label_consistency": {**consistency.to_json(), "reference_cv_accuracy": getattr(reference, "cv_accuracy", None)}

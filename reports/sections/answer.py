@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.config import DomainConfig, ReportConfig
+from pipeline.config import SYNTHETIC_ARMS, DomainConfig, ReportConfig
 from reports.format import mean_std, pct
 from reports.paired import PairedComparison, compare, holm
 from reports.protocol_table import STUDY_TABLE2
@@ -22,7 +22,7 @@ SET_COLUMNS = {"test": ("test_accuracy", "f1_macro", "n_test"), "dev": ("dev_acc
 def comparisons_shown(arms: list[str]) -> list[tuple[str, str]]:
     """(challenger, reference) pairs the answer tests: every synthetic-using arm against real-only and,
     when the run has it, against real+aug (does synthetic data add anything beyond classic augmentation?)."""
-    synthetic = [arm for arm in arms if "synthetic" in arm]
+    synthetic = [arm for arm in arms if arm in SYNTHETIC_ARMS]
     return [(arm, reference) for reference in (REFERENCE_ARM, AUGMENTED_ARM) if reference in arms
             for arm in synthetic]
 

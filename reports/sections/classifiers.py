@@ -49,7 +49,21 @@ def classifiers_section(results: pd.DataFrame | None, stages: dict[str, Any],
             curves.append(_curves_figure(histories, row.arm, row.architecture))
     notes = list((stages.get("classifiers", {}).get("summary") or {}).get("notes", []))
     return {"available": True, "rows": rows, "folds": int(folds["fold"].nunique()), "confusions": confusions,
-            "curves": curves, "notes": notes}
+            "curves": curves, "notes": notes, "minority": minority_recall(results, config)}
+
+
+def minority_recall(results: pd.DataFrame, config: DomainConfig | None = None, most: int = 3) -> dict[str, Any]:
+    """Held-out recall of the (up to ``most``) smallest classes, per arm's chosen fold ensemble: what a balancing
+    arm is for. Empty when every class has the same held-out support (nothing is a minority)."""
+    support = {c[len("support["):-1]: int(results[c].iloc[0]) for c in results.columns if c.startswith("support[")}
+    if len(set(support.values())) < 2:
+        return {}
+    smallest = sorted((n, name) for name, n in support.items() if n < max(support.values()))[:most]
+    classes = [name for _, name in smallest]
+    rows = [{"arm": row["arm"], "architecture": row["architecture"],
+             "recall": [pct(row.get(f"recall[{name}]")) for name in classes]}  # itertuples would rename "recall[a]"
+            for row in chosen_ensembles(results, config).to_dict("records")]
+    return {"classes": [f"{name} ({support[name]} held-out images)" for name in classes], "rows": rows}
 
 
 def _confusion_figure(matrix: np.ndarray, class_names: list[str], arm: str, architecture: str) -> dict[str, str]:

@@ -41,7 +41,7 @@ def quality_section(stages: dict[str, Any]) -> dict[str, Any]:
     if memo.get("per_class"):
         tables.append({"caption": f"Memorisation: synthetic images closer to a training image than "
                                   f"{100 * float(memo.get('quantile', 0)):.0f}% of real-to-real neighbour distances "
-                                  f"(flagged {pct(memo.get('flagged_fraction'))} overall).",
+                                  f"(flagged {pct(memo.get('flagged_fraction'))} overall)." + _copy_ratio(memo),
                        "header": ["class", "synthetic images", "flagged", "fraction"],
                        "rows": [(name, v.get("images", ""), v.get("flagged", ""), pct(v.get("fraction")))
                                 for name, v in memo["per_class"].items()]})
@@ -85,3 +85,11 @@ def plus_minus(value: Any, std: Any, spread_expected: bool = False) -> str:
     if std is not None and not (isinstance(std, float) and math.isnan(std)):
         return f"{num(value)} ± {num(std)}"
     return f"{num(value)} ± n/a (one subset)" if spread_expected else num(value)
+
+
+def _copy_ratio(memo: dict[str, Any]) -> str:
+    """Gu et al.'s criterion per space: the median nearest / second-nearest ratio and the share under 1/3."""
+    parts = [f"{name}: median ratio {float(space['nn_ratio_median']):.2f}, {pct(space.get('copy_fraction'))} under 1/3"
+             for name, space in (memo.get("spaces") or {}).items() if space.get("nn_ratio_median") is not None]
+    return (" Nearest / second-nearest training-image distance (Gu et al.; a copy is under 1/3, a fresh sample "
+            "near 1): " + "; ".join(parts) + ".") if parts else ""

@@ -13,7 +13,7 @@ import pandas as pd
 from pipeline.folds import fold_plan
 from classifiers.data import held_out_manifest, real_sample_manifest
 from classifiers.stage import ENSEMBLE, classifiers_stage
-from pipeline.config import ARMS, DomainConfig
+from pipeline.config import DEFAULT_ARMS, DomainConfig
 from pipeline.stages import load_split
 from pipeline.store import read_json
 
@@ -36,7 +36,7 @@ def fit_records(results_path: Path) -> list[tuple[dict, dict]]:
 def test_every_arm_gets_the_same_optimizer_steps(five_arms: tuple[DomainConfig, Path]) -> None:
     _, results_path = five_arms
     records = fit_records(results_path)
-    assert {m["arm"] for m, _ in records} == set(ARMS) and len(records) == len(ARMS) * 2
+    assert {m["arm"] for m, _ in records} == set(DEFAULT_ARMS) and len(records) == len(DEFAULT_ARMS) * 2
     steps = {(m["arm"], m["fold"]): m["steps_run"] for m, _ in records}
     assert set(steps.values()) == {STEPS}, steps  # synthetic (80 images) and real (20 per fold) alike
     assert {m["step_budget"] for m, _ in records} == {STEPS}

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from classifiers.stage import ENSEMBLE, classifiers_stage
-from pipeline.config import ARMS, DomainConfig
+from pipeline.config import DEFAULT_ARMS, DomainConfig
 from pipeline.errors import ConfigError
 
 from clf_helpers import FIVE_ARM_STEPS, demo_config
@@ -20,7 +20,7 @@ def test_all_arms_table_cache_and_skips(demo_split: tuple[DomainConfig, Path], f
     config, results_path = five_arms
     table = pd.read_parquet(results_path)
     assert Path(results_path).with_suffix(".csv").is_file()
-    assert set(table["arm"]) == set(ARMS) and len(ARMS) == 5
+    assert set(table["arm"]) == set(DEFAULT_ARMS) and len(DEFAULT_ARMS) == 5
     assert len(table) == 5 * 3 and not table.duplicated(["domain", "arm", "architecture", "fold"]).any()
     for column in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
                    "precision_macro", "recall_weighted", "f1_macro", "f1[ring]", "roc_auc_ovr", "confusion_matrix",

@@ -159,3 +159,24 @@ def test_samplers_recover_the_data_from_a_good_denoiser(schedule: str, predictio
     out = pipe(["low", "high"], steps, 1.0, _seeded(1, 2), output_type="pt").images
     # data -0.5 / +0.5 is 0.25 / 0.75 in the output range [0, 1]
     assert (out[0] - 0.25).abs().max() < 0.025 and (out[1] - 0.75).abs().max() < 0.025
+
+
+def test_per_class_multiple_follows_each_class_count_in_the_real_sample(tmp_path: Path) -> None:
+    """3 real images of class a and 1 of class b at a multiple of 2: 6 and 2 synthetic images; the set is the
+    per_class set's first images (same seeds), and it has its own key."""
+    from pipeline.generator.synthesis import RealSample, class_counts
+
+    gen = _pipeline(1, "L")
+    real = RealSample(torch.zeros(4, 1, 16, 16, dtype=torch.uint8), torch.tensor([0, 0, 0, 1]),
+                      [f"{i:064x}" for i in range(4)])
+    twice = SynthesisConfig(per_class_multiple=2.0, sampler="ddim", steps=3, guidance_scale=2.0, batch_size=4)
+    assert class_counts(twice, ["a", "b/c"], real) == [6, 2]
+    assert class_counts(twice.model_copy(update={"per_class_multiple": 0.1}), ["a", "b/c"], real) == [1, 1]
+    manifest = synthesize(gen, tmp_path / "m", twice, seed=5, generator_hash="h", progress=False, real=real)
+    assert manifest["label"].value_counts().to_dict() == {"a": 6, "b/c": 2}
+    flat = synthesize(gen, tmp_path / "f", twice.model_copy(update={"per_class_multiple": None, "per_class": 2}),
+                      seed=5, generator_hash="h", progress=False, real=real)
+    same = manifest.merge(flat, on=["label", "index"])  # image i of a class is the same picture in both sets
+    assert len(same) == 4 and (same["sha256_x"] == same["sha256_y"]).all()
+    with pytest.raises(ValueError, match="per_class_multiple needs the real training sample"):
+        synthesize(gen, tmp_path / "x", twice, seed=5, generator_hash="h", progress=False)

@@ -54,3 +54,13 @@ def test_label_consistency_equals_the_hand_computed_value() -> None:
     assert result.confusion == [[1, 1, 0], [0, 1, 1], [0, 0, 2]]
     assert result.confidently_wrong(requested, 0.6).tolist() == [False, True, False, False, False, False]
     assert not result.confidently_wrong(requested, None).any()
+
+
+def test_gu_ratio_calls_a_copy_a_copy_and_a_point_between_two_images_fresh() -> None:
+    """Training points 0, 10 and 30 on a line: a synthetic point at 0.5 is 0.5 from its nearest and 9.5 from its
+    second (ratio 0.053: a copy); one at 5 is 5 from both (ratio 1: fresh); one at 3 has ratio 3/7 (not a copy)."""
+    training = np.array([[0.0], [10.0], [30.0]])
+    synthetic = np.array([[0.5], [5.0], [3.0]])
+    result = check_space(synthetic, training, "pixel", quantile=0.01)
+    np.testing.assert_allclose(result.ratio, [0.5 / 9.5, 1.0, 3.0 / 7.0], rtol=1e-6)
+    assert result.copies.tolist() == [True, False, False]

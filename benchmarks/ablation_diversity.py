@@ -1,0 +1,178 @@
+"""Issue 21's options, one change each against a base configuration, decided on the development images only.
+
+    python benchmarks/ablation_diversity.py --domain brain-mri --data ../shared/data/brain-mri \
+        --runs-root /tmp/ablation-dev-runs --variants interval,cads
+
+The base is ablation row 10 (the cpu-medium budget with model selection on validation accuracy, on its
+2000-step generator lineage) with every arm a data team needs: synthetic, real, real+aug, real+synthetic,
+real+aug+synthetic and balance. Each variant changes ONE thing (a sampling option, the filter, the count);
+stages are cached by content, so a variant trains only what it changes (a sampling option: synthesis and the
+synthetic-using fits; the generator and the real arms are reused). Every variant is scored on the
+development half of the held-out side; decisions compare each variant with the base on those images (exact or
+clustered McNemar, paired bootstrap CI, Holm across every comparison made). The test half is never read
+here: the configuration that wins is scored on it once, by ablation.py's final row. Also recorded per variant:
+the quality stage's improved precision / recall (fidelity and diversity against the real sample) and label
+agreement. Writes benchmarks/results/ablation/diversity-<domain>.{json,md}; ``--seed`` repeats on another seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.ablation import (DEV_FRACTION, RESULTS_DIR, arm_table, computed_minutes, row_config,  # noqa: E402
+                                 set_predictions)
+from flows.run import run_domain  # noqa: E402
+from pipeline.config import deep_merge, load_domain_config  # noqa: E402
+from pipeline.store import atomic_write_json, atomic_write_text, read_json, read_table  # noqa: E402
+
+BASE_ROW = 10
+ARMS = ["synthetic", "real", "real+aug", "real+synthetic", "real+aug+synthetic", "balance"]
+SYNTHETIC_USING = ("synthetic", "real+synthetic", "real+aug+synthetic", "balance")
+# name -> (what changes, the override); one change each against the base
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "base": ("row 10 with every arm", {}),
+    "interval": ("guidance only for sigma in (0.28, 5.42] (Kynkaanniemi et al.)",
+                 {"synthesis": {"guidance_interval": [0.28, 5.42]}}),
+    "range": ("per-image guidance drawn from U(1, 3)", {"synthesis": {"guidance_range": [1.0, 3.0]}}),
+    "cads": ("CADS on the class embedding, s = 0.25, tau (0.6, 0.9)", {"synthesis": {"cads_noise_scale": 0.25}}),
+    "filter": ("drop images the reference assigns to another class (out of fold)",
+               {"synthesis": {"filter": "reference"}}),
+    "x2": ("twice the real sample's count per class", {"synthesis": {"per_class_multiple": 2.0}}),
+    "x3": ("three times the real sample's count per class", {"synthesis": {"per_class_multiple": 3.0}}),
+    "autoguidance": ("autoguidance by the 500-step EMA weights (a from-scratch 2000-step generator keeping them)",
+                     {"generator": {"guide_step": 500}, "synthesis": {"guidance_method": "autoguidance"}}),
+}
+
+
+def variant_config(domain: str, name: str, runs_root: str, seed: int | None = None) -> Any:
+    base = row_config(domain, BASE_ROW - 1, runs_root, DEV_FRACTION, seed).to_dict()
+    merged = deep_merge(base, {"classifiers": {"arms": ARMS}})
+    merged = deep_merge(merged, VARIANTS[name][1])
+    merged.pop("name", None)
+    return load_domain_config(domain, merged.pop("profile", "cpu"), merged)
+
+
+def quality_of(record: Any) -> dict[str, Any]:
+    """Improved precision / recall (domain features) and label agreement of the variant's synthetic set."""
+    stage = record.stages.get("quality")
+    if not stage:
+        return {}
+    report = read_json(Path(stage["report"]))
+    out: dict[str, Any] = {}
+    metrics = report.get("metrics", [])
+    domain = [m for m in metrics if m.get("extractor") == "domain"]  # the domain extractor when there is one
+    for metric in domain or metrics:
+        if metric.get("metric") in ("precision", "recall") and metric.get("class") in ("all", "", None):
+            out.setdefault(metric["metric"], round(float(metric["synthetic"]), 3))
+            out.setdefault(f"{metric['metric']}_real_vs_real", round(float(metric["reference"] or 0), 3))
+    labels = report.get("label_consistency") or {}
+    out["label_agreement"] = labels.get("overall_agreement")
+    return out
+
+
+def run_variant(domain: str, name: str, data: str, runs_root: str, quiet: bool, seed: int | None) -> dict[str, Any]:
+    config = variant_config(domain, name, runs_root, seed)
+    record = run_domain(config, data, progress=not quiet)
+    results = read_table(record.stages["classifiers"]["results"])
+    synthesis = record.stages["synthesis"]["summary"]
+    return {"variant": name, "change": VARIANTS[name][0], "override": VARIANTS[name][1], "seed": config.seed,
+            "dev": arm_table(results, "dev"), "quality": quality_of(record), "filter": synthesis.get("filter"),
+            "images": synthesis.get("images"), "compute_minutes": computed_minutes(record),
+            "run_dir": str(record.run_dir)}
+
+
+def decisions(payload: dict[str, Any], resamples: int = 2000) -> list[dict[str, Any]]:
+    """Each variant against the base on the development images, per synthetic-using arm, Holm across all."""
+    from reports.paired import compare, holm
+
+    raw, meta = {}, {}
+    for key, row in payload["variants"].items():
+        base = payload["variants"].get(_base_of(key))
+        if row["variant"] == "base" or base is None:
+            continue
+        sets = set_predictions(base["run_dir"], "dev"), set_predictions(row["run_dir"], "dev")
+        if not all(sets):
+            continue
+        for arm in SYNTHETIC_USING:
+            if arm in sets[0]["preds"] and arm in sets[1]["preds"]:
+                label = f"{key} | {arm}"
+                raw[label] = compare(sets[0]["labels"], sets[0]["preds"][arm], sets[1]["preds"][arm], resamples,
+                                     int(row["seed"]), clusters=sets[0]["clusters"])
+                meta[label] = {"variant": key, "arm": arm}
+    corrected = holm(raw)
+    return [{**meta[label], **corrected[label].to_dict(),
+             "words": corrected[label].words(f"{meta[label]['variant']} vs base, {meta[label]['arm']}")}
+            for label in corrected]
+
+
+def _base_of(key: str) -> str:
+    return "base" + (key[key.index("-seed"):] if "-seed" in key else "")
+
+
+def markdown(domain: str, payload: dict[str, Any]) -> str:
+    head = "| variant | change | " + " | ".join(f"{a} dev acc" for a in ARMS) + \
+           " | precision / recall (real-vs-real) | label agreement | compute min |"
+    lines = [f"# Diversity options: {domain} (development split only)", "",
+             "Commands: " + "; ".join(f"`{c}`" for c in payload.get("commands", [])), "",
+             f"Each variant changes one thing against the base (ablation row {BASE_ROW} with every arm). "
+             "Accuracy of the fold ensemble on the development half of the held-out side; the test half is not "
+             "read. One seed per variant unless listed again as <variant>-seed<S>.", "", head,
+             "|" + "---|" * (len(ARMS) + 5)]
+    for key, row in payload["variants"].items():
+        cells = [f"{row['dev'][a]['accuracy']:.3f}" if a in row["dev"] else "-" for a in ARMS]
+        q = row.get("quality") or {}
+        pr = (f"{q.get('precision', float('nan')):.2f} / {q.get('recall', float('nan')):.2f} "
+              f"({q.get('precision_real_vs_real', float('nan')):.2f} / {q.get('recall_real_vs_real', float('nan')):.2f})"
+              if q else "-")
+        agreement = f"{q['label_agreement']:.3f}" if q.get("label_agreement") is not None else "-"
+        lines.append(f"| {key} | {row['change']} | " + " | ".join(cells) + f" | {pr} | {agreement} | "
+                     f"{row['compute_minutes']:.1f} |")
+    lines += ["", "## Decisions (development images, each variant vs the base, Holm across every comparison)", ""]
+    lines += [f"- {d['words']}" for d in payload.get("decisions", [])] or ["- none yet"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--domain", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--runs-root", required=True)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--redo", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}")
+    if not Path(args.data).exists():
+        print(f"ablation_diversity: skipped: dataset not found at {args.data!r}")
+        return 0
+    out = RESULTS_DIR / f"diversity-{args.domain}.json"
+    payload = json.loads(out.read_text()) if out.is_file() else {"domain": args.domain, "variants": {}, "commands": []}
+    command = "python benchmarks/ablation_diversity.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    for name in args.variants.split(","):
+        key = name if args.seed is None else f"{name}-seed{args.seed}"
+        if key in payload["variants"] and not args.redo:
+            print(f"{key}: already in {out} (use --redo)")
+            continue
+        payload["variants"][key] = run_variant(args.domain, name, args.data, args.runs_root, args.quiet, args.seed)
+        payload["decisions"] = decisions(payload)
+        if command not in payload["commands"]:
+            payload["commands"].append(command)
+        atomic_write_json(out, payload)
+        atomic_write_text(out.with_suffix(".md"), markdown(args.domain, payload))
+    print(markdown(args.domain, payload))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
