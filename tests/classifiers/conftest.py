@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from clf_helpers import FIVE_ARM_STEPS, demo_config, make_split
-from pipeline.config import ARMS, DomainConfig
+from pipeline.config import DEFAULT_ARMS, DomainConfig
 from tests.generator.gen_helpers import tiny_synthetic_set
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: hub lookups must fail fast
@@ -36,6 +36,6 @@ def five_arms(demo_split: tuple[DomainConfig, Path], synthetic_manifest: Path) -
     base, split_path = demo_split
     config = demo_config(Path(base.runs_root).parent, image_size=32, folds=2, batch_size=16,
                          max_steps=FIVE_ARM_STEPS, min_steps=FIVE_ARM_STEPS, eval_every_steps=3, patience_steps=3,
-                         pretrain_fraction=0.5, arms=list(ARMS))  # all five (the demo itself runs four)
+                         pretrain_fraction=0.5, arms=list(DEFAULT_ARMS))  # all five (the demo itself runs four)
     out = classifiers_stage(config, split_path, synthetic_manifest, progress=False)
     return config, out.results_path
