@@ -22,7 +22,8 @@ TINY_GENERATOR: dict[str, Any] = {
 def tiny_config(tmp: Path, generator: dict[str, Any] | None = None, mode: str = "L",
                 **sections: Any) -> DomainConfig:
     overrides = {"runs_root": str(tmp / "runs"), "data": {"mode": mode},
-                 "generator": {**TINY_GENERATOR, **(generator or {})}}
+                 "generator": {**TINY_GENERATOR, **(generator or {})},
+                 "synthesis": {"mode": "noise"}}  # whatever the demo ships: a test that wants real-seeded says so
     return load_domain_config("demo", "cpu", deep_merge(overrides, sections))
 
 
