@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -101,6 +103,9 @@ def decisions(payload: dict[str, Any], resamples: int = 2000) -> list[dict[str, 
         sets = set_predictions(base["run_dir"], "dev"), set_predictions(row["run_dir"], "dev")
         if not all(sets):
             continue
+        if not np.array_equal(sets[0]["labels"], sets[1]["labels"]):
+            raise ValueError(f"{key} and {_base_of(key)} were scored on different development images; a paired "
+                             "test needs the same images (same domain, split seed and dev_fraction)")
         for arm in SYNTHETIC_USING:
             if arm in sets[0]["preds"] and arm in sets[1]["preds"]:
                 label = f"{key} | {arm}"

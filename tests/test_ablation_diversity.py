@@ -1,0 +1,100 @@
+"""The diversity ablation's bookkeeping: each variant changes exactly its one setting against the base, and the
+decisions pair each variant with its own base on the development images, Holm-corrected across all of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+benchmark = pytest.importorskip("benchmarks.ablation_diversity")
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("name", [v for v in benchmark.VARIANTS if v != "base"])
+def test_each_variant_changes_only_its_override(name: str, tmp_path: Path) -> None:
+    base = _leaves(benchmark.variant_config("brain-mri", "base", str(tmp_path)).to_dict())
+    variant = _leaves(benchmark.variant_config("brain-mri", name, str(tmp_path)).to_dict())
+    changed = {k for k in set(base) | set(variant) if base.get(k) != variant.get(k)}
+    assert changed == set(_leaves(benchmark.VARIANTS[name][1]))
+    for key, value in _leaves(benchmark.VARIANTS[name][1]).items():
+        assert variant[key] == value
+
+
+def test_the_base_is_row_ten_with_every_arm_on_a_development_split(tmp_path: Path) -> None:
+    config = benchmark.variant_config("covid-ct", "base", str(tmp_path))
+    assert list(config.classifiers.arms) == benchmark.ARMS
+    assert config.split.dev_fraction == benchmark.DEV_FRACTION > 0
+    assert config.classifiers.select_on == "val_accuracy"  # row 10's change
+    assert config.generator.train_steps == 2000  # row 9's lineage
+
+
+def _prediction_sets(n: int = 200) -> dict[str, dict[str, Any]]:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, n)
+    wrong = (labels + 1) % 4
+    base = {arm: np.where(np.arange(n) < 120, labels, wrong) for arm in benchmark.SYNTHETIC_USING}
+    better = dict(base, synthetic=np.where(np.arange(n) < 170, labels, wrong))  # +50 images, none lost
+    # seed 2's base is the better one, so pairing filter-seed2 with seed 1's base would show +25 points
+    sets = {"base": base, "filter": better, "x2": dict(base), "base-seed2": better, "filter-seed2": dict(better)}
+    return {run: {"labels": labels, "clusters": np.arange(n), "preds": preds} for run, preds in sets.items()}
+
+
+def test_decisions_pair_each_variant_with_its_own_base_and_correct_across_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    sets = _prediction_sets()
+    monkeypatch.setattr(benchmark, "set_predictions", lambda run_dir, set_name: sets[run_dir] if set_name == "dev"
+                        else pytest.fail("the diversity ablation read the test images"))
+    payload = {"variants": {key: {"variant": key.split("-")[0], "run_dir": key, "seed": 2 if "seed" in key else 1}
+                            for key in sets}}
+    payload["variants"]["cads-seed3"] = {"variant": "cads", "run_dir": "missing", "seed": 3}  # no base-seed3: skipped
+    found = benchmark.decisions(payload, resamples=200)
+    arms = len(benchmark.SYNTHETIC_USING)
+    assert len(found) == 3 * arms  # filter, x2, filter-seed2; each synthetic-using arm
+    assert {d["comparisons"] for d in found} == {3 * arms}
+    by = {(d["variant"], d["arm"]): d for d in found}
+    gain = by[("filter", "synthetic")]
+    assert gain["difference"] == pytest.approx(0.25)
+    assert gain["p_adjusted"] >= gain["p_value"] and gain["p_adjusted"] < 0.05
+    # filter-seed2 is compared with base-seed2 (identical predictions), not with base
+    assert by[("filter-seed2", "synthetic")]["difference"] == 0.0
+    assert by[("filter-seed2", "synthetic")]["p_adjusted"] == 1.0
+    assert by[("x2", "real+synthetic")]["difference"] == 0.0
+
+
+def test_decisions_refuse_a_pair_scored_on_different_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    sets = _prediction_sets()
+    sets["x2"] = dict(sets["x2"], labels=sets["x2"]["labels"][::-1].copy())
+    monkeypatch.setattr(benchmark, "set_predictions", lambda run_dir, set_name: sets[run_dir])
+    payload = {"variants": {"base": {"variant": "base", "run_dir": "base", "seed": 1},
+                            "x2": {"variant": "x2", "run_dir": "x2", "seed": 1}}}
+    with pytest.raises(ValueError, match="different development images"):
+        benchmark.decisions(payload, resamples=50)
+
+
+def test_markdown_shows_a_dash_for_an_arm_a_variant_did_not_train() -> None:
+    payload = {"commands": ["python benchmarks/ablation_diversity.py --variants base"],
+               "variants": {"base": {"change": "row 10", "dev": {"real": {"accuracy": 0.8125}}, "quality": {},
+                                     "compute_minutes": 3.0}}, "decisions": []}
+    table = benchmark.markdown("brain-mri", payload)
+    row = next(line for line in table.splitlines() if line.startswith("| base |"))
+    assert row.count(" - ") == len(benchmark.ARMS) - 1 + 2 and "0.812" in row
+    assert "- none yet" in table
+
+
+def test_unknown_variant_and_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        benchmark.main(["--domain", "demo", "--data", str(tmp_path), "--runs-root", str(tmp_path), "--variants", "nope"])
+    assert "unknown variant(s) nope" in capsys.readouterr().err
+    assert benchmark.main(["--domain", "demo", "--data", str(tmp_path / "absent"), "--runs-root", str(tmp_path)]) == 0
+    assert "skipped: dataset not found" in capsys.readouterr().out
