@@ -41,6 +41,12 @@ MEASUREMENTS = ("plain", "inprocess", "cached", "server")
 
 from benchmarks.bench_quality import matmul_gflops  # noqa: E402 - the same machine-speed probe as the others
 
+# The demo before issue 20 (one house), for the stage table: the plain run of benchmarks/results/flow.json at
+# d3e6271 (716.6 s at 335.8 GFLOP/s) and the stage split issue 20 quotes for b64a618 (the reference classifier
+# was trained inside the quality stage then; the synthesis, LIME and report stages were not itemised).
+BEFORE: dict[str, Any] = {"plain_s": 716.6, "matmul_gflops": 335.8, "source": "flow.json at d3e6271; issue 20 (b64a618)",
+                          "stages_s": {"generator": 160.0, "quality": 143.0, "classifiers": 361.0}}
+
 
 def _env() -> dict[str, str]:
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TQDM_DISABLE": "1",
@@ -76,6 +82,7 @@ def measure(which: list[str], work: Path, extra: list[str]) -> dict[str, Any]:
         data = next((root / "demo-data").iterdir())
         out["plain_s"] = _timed([*cli, "run", "--domain", "demo", "--data", str(data), "--runs-root", str(root),
                                  "--quiet", *extra], env)
+        out["plain_stages_s"] = stage_seconds(root)
     if "inprocess" in which or "cached" in which:
         root = work / "inprocess"
         if "inprocess" in which:
@@ -108,6 +115,43 @@ def measure(which: list[str], work: Path, extra: list[str]) -> dict[str, Any]:
         finally:
             server.stop()
     return out
+
+
+def stage_seconds(runs_root: Path, domain: str = "demo") -> dict[str, float]:
+    """Seconds per stage from the newest run record under ``runs_root`` (what the run itself measured)."""
+    from pipeline.run_record import read_run_record
+    from reports.html import latest_run_dir
+
+    run_dir = latest_run_dir(runs_root, domain)
+    if run_dir is None:
+        raise SystemExit(f"no finished {domain} run under {runs_root}")
+    stages = read_run_record(run_dir)["stages"]
+    return {name: round(float(info["seconds"]), 1) for name, info in stages.items() if info.get("seconds") is not None}
+
+
+def stage_table(results: dict[str, Any]) -> list[str]:
+    """The demo's stage times before issue 20 and now, raw and scaled by the fp32 matmul rate of each machine."""
+    after = results.get("plain_stages_s")
+    if not after:
+        return []
+    now_rate = results.get("matmul_gflops_plain") or results.get("matmul_gflops")
+    scale = now_rate / BEFORE["matmul_gflops"] if now_rate else None
+    lines = ["", "## The demo's stage times, before issue 20 and now (`synth-augment run`, plain)", "",
+             f"Before: {BEFORE['source']}, at {BEFORE['matmul_gflops']} GFLOP/s. Now: this run, at {now_rate} "
+             "GFLOP/s. The scaled column multiplies now's seconds by (now's rate / before's rate): what the run "
+             "would take at before's matmul speed if time followed matmul speed (an estimate, not a measurement).",
+             "", "| stage | before s | now s | now s, scaled to before's machine |", "|---|---:|---:|---:|"]
+    names = list(dict.fromkeys([*after, *BEFORE["stages_s"]]))
+    for name in names:
+        before = BEFORE["stages_s"].get(name)
+        now = after.get(name)
+        scaled = f"{now * scale:.0f}" if now is not None and scale else "-"
+        lines.append(f"| {name} | {before if before is not None else '-'} | {now if now is not None else '-'} | {scaled} |")
+    total = results.get("plain_s")
+    if total:
+        scaled = f"{total * scale:.0f}" if scale else "-"
+        lines.append(f"| whole run (wall) | {BEFORE['plain_s']} | {total} | {scaled} |")
+    return lines
 
 
 def _overrides_json(extra: list[str]) -> str | None:
@@ -144,6 +188,7 @@ def write(results: dict[str, Any], name: str) -> None:
     for key, label in (("server_start_s", "server start (fresh SQLite)"), ("deploy_s", "pool + deploy --all + worker")):
         if key in results:
             lines.append(f"| {label} | {results[key]} | not in the run times |")
+    lines += stage_table(results)
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print("\n".join(lines))
@@ -167,6 +212,8 @@ def main() -> None:
     results.setdefault("matmul_gflops_per_command", {})[command] = matmul_gflops()
     results.update(machine=f"{platform.machine()}, {os.cpu_count()} cores",
                    matmul_gflops=results["matmul_gflops_per_command"][command], command=command)
+    if "plain" in args.only:
+        results["matmul_gflops_plain"] = results["matmul_gflops"]
     write(results, args.name)
 
 
