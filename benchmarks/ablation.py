@@ -218,9 +218,17 @@ def run_row(domain: str, index: int, data: str, runs_root: str, until: str, prog
 
 def write_grid(domain: str, row: dict[str, Any], per_row: int = 8) -> Path:
     """Real (the 20% sample) vs synthetic images per class of one finished row, same gray scale, 64 px."""
+    return run_grid(row["run_dir"], RESULTS_DIR / f"{domain}-row{row['row']}-grid.png",
+                    f"{domain} row {row['row']}: {row['name']} (real 20% sample vs synthetic)", per_row)
+
+
+def run_grid(run_dir: str | Path, target: Path, title: str, per_row: int = 8) -> Path:
+    """A finished run's real 20% sample beside its synthetic set, per class: the first ``per_row`` real images
+    by content hash and the first ``per_row`` synthetic images in manifest order (the same indices in every run
+    of one series, so two runs' grids compare picture for picture)."""
     from reports.grids import class_grid
 
-    record = read_run_record(row["run_dir"])["stages"]
+    record = read_run_record(run_dir)["stages"]
     split = read_table(record["split"]["split"])
     train = split[split["split"] == "train"].sort_values("sha256")
     synthetic = read_table(record["synthesis"]["manifest"])
@@ -228,9 +236,7 @@ def write_grid(domain: str, row: dict[str, Any], per_row: int = 8) -> Path:
     for label in sorted(train["label"].unique()):
         rows[f"{label} / real"] = train[train["label"] == label]["path"].head(per_row).tolist()
         rows[f"{label} / synth"] = synthetic[synthetic["label"] == label]["path"].head(per_row).tolist()
-    target = RESULTS_DIR / f"{domain}-row{row['row']}-grid.png"
-    return class_grid(rows, target, mode=str(synthetic["mode"].iloc[0]), tile=64, source_size=64,
-                      title=f"{domain} row {row['row']}: {row['name']} (real 20% sample vs synthetic)")
+    return class_grid(rows, target, mode=str(synthetic["mode"].iloc[0]), tile=64, source_size=64, title=title)
 
 
 _ARCH_NAME = re.compile(r" \([\w.+-]+\)")  # "(resnet18)" in the report's sentences: one architecture here

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.ablation import (DEV_FRACTION, RESULTS_DIR, arm_table, computed_minutes, row_config,  # noqa: E402
-                                 set_predictions)
+                                 run_grid, set_predictions)
 from flows.run import run_domain  # noqa: E402
 from pipeline.config import deep_merge, load_domain_config  # noqa: E402
 from pipeline.store import atomic_write_json, atomic_write_text, read_json, read_table  # noqa: E402
@@ -85,10 +85,16 @@ def run_variant(domain: str, name: str, data: str, runs_root: str, quiet: bool, 
     record = run_domain(config, data, progress=not quiet)
     results = read_table(record.stages["classifiers"]["results"])
     synthesis = record.stages["synthesis"]["summary"]
+    key = name if seed is None else f"{name}-seed{seed}"
+    run_grid(record.run_dir, grid_path(domain, key), f"{domain} {key}: {VARIANTS[name][0]} (real 20% sample vs synthetic)")
     return {"variant": name, "change": VARIANTS[name][0], "override": VARIANTS[name][1], "seed": config.seed,
             "dev": arm_table(results, "dev"), "quality": quality_of(record), "filter": synthesis.get("filter"),
             "images": synthesis.get("images"), "compute_minutes": computed_minutes(record),
             "run_dir": str(record.run_dir)}
+
+
+def grid_path(domain: str, key: str) -> Path:
+    return RESULTS_DIR / f"diversity-{domain}-{key}-grid.png"
 
 
 def decisions(payload: dict[str, Any], resamples: int = 2000) -> list[dict[str, Any]]:
@@ -140,6 +146,10 @@ def markdown(domain: str, payload: dict[str, Any]) -> str:
         agreement = f"{q['label_agreement']:.3f}" if q.get("label_agreement") is not None else "-"
         lines.append(f"| {key} | {row['change']} | " + " | ".join(cells) + f" | {pr} | {agreement} | "
                      f"{row['compute_minutes']:.1f} |")
+    lines += ["", "## Sample grids (real 20% sample vs the first synthetic images per class; the same indices in "
+              "every variant)", ""]
+    lines += [f"- {key}: {grid_path(domain, key).name}" for key in payload["variants"]
+              if grid_path(domain, key).is_file()] or ["- none written yet"]
     lines += ["", "## Decisions (development images, each variant vs the base, Holm across every comparison)", ""]
     lines += [f"- {d['words']}" for d in payload.get("decisions", [])] or ["- none yet"]
     return "\n".join(lines) + "\n"

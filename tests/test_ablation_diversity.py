@@ -3,6 +3,7 @@ decisions pair each variant with its own base on the development images, Holm-co
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,36 @@ def test_unknown_variant_and_missing_data(tmp_path: Path, capsys: pytest.Capture
     assert "unknown variant(s) nope" in capsys.readouterr().err
     assert benchmark.main(["--domain", "demo", "--data", str(tmp_path / "absent"), "--runs-root", str(tmp_path)]) == 0
     assert "skipped: dataset not found" in capsys.readouterr().out
+
+
+def test_each_variant_gets_a_grid_of_its_own_synthetic_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+    from PIL import Image
+
+    def png(name: str, value: int) -> str:
+        path = tmp_path / "images" / f"{name}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.new("L", (32, 32), value).save(path)
+        return str(path)
+
+    real = [{"split": "train", "label": label, "sha256": f"{label}{i}", "path": png(f"r-{label}{i}", 0)}
+            for label in ("a", "b") for i in range(3)]
+    held_out = [{"split": "test", "label": "a", "sha256": "t", "path": png("t", 128)}]
+    synthetic = [{"label": label, "path": png(f"s-{label}{i}", 255), "mode": "L"} for label in ("a", "b") for i in range(5)]
+    run_dir = tmp_path / "runs" / "demo" / "history" / "20261207T000000Z"
+    run_dir.mkdir(parents=True)
+    pd.DataFrame(real + held_out).to_parquet(tmp_path / "split.parquet")
+    pd.DataFrame(synthetic).to_parquet(tmp_path / "synthetic.parquet")
+    (run_dir / "run.json").write_text(json.dumps({"meta": {}, "stages": {
+        "split": {"split": str(tmp_path / "split.parquet")}, "synthesis": {"manifest": str(tmp_path / "synthetic.parquet")}}}))
+    monkeypatch.setattr(benchmark, "RESULTS_DIR", tmp_path / "results")
+    target = benchmark.grid_path("demo", "cads-seed2")
+    benchmark.run_grid(run_dir, target, "demo cads", per_row=4)
+    grid = Image.open(target).convert("L")
+    assert grid.size == (120 + 4 * 64, 24 + 4 * 64)  # a real and a synthetic row per class, 4 tiles each
+    for row, value in enumerate((0, 255, 0, 255)):  # a / real, a / synth, b / real, b / synth; never a test image
+        assert grid.getpixel((120 + 2 * 64 + 32, 24 + row * 64 + 32)) == value  # the third tile
+    payload = {"commands": [], "decisions": [], "variants": {
+        key: {"change": "-", "dev": {}, "quality": {}, "compute_minutes": 1.0} for key in ("base", "cads-seed2")}}
+    table = benchmark.markdown("demo", payload)
+    assert "- cads-seed2: diversity-demo-cads-seed2-grid.png" in table and "base: diversity" not in table
