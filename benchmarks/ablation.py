@@ -435,8 +435,13 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [int(r) for r in args.rows.split(",")] if args.rows else list(range(1, len(ROWS) + 1))
     if args.grids:
         for number in wanted:
-            if str(number) in payload["rows"]:
-                print(f"wrote {write_grid(args.domain, payload['rows'][str(number)])}")
+            row = payload["rows"].get(str(number))
+            if row is None:
+                continue
+            if not (Path(row["run_dir"]) / "run.json").is_file():
+                print(f"row {number}: its run ({row['run_dir']}) is gone; the grid already written stays")
+                continue
+            print(f"wrote {write_grid(args.domain, row)}")
         atomic_write_text(RESULTS_DIR / f"{args.domain}.md", markdown(args.domain, payload))  # it lists the grids
         return 0
     if args.decisions:
