@@ -30,16 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))  # the checkout this script sits in, not an installed copy
 
-
-def matmul_gflops() -> float:
-    import torch
-
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    a @ b
-    start, reps = time.perf_counter(), 20
-    for _ in range(reps):
-        a @ b
-    return 2 * 1024**3 * reps / (time.perf_counter() - start) / 1e9
+from benchmarks.bench_quality import matmul_gflops  # noqa: E402 - the same machine-speed probe as the others
 
 
 def images(count: int, size: int):
