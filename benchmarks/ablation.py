@@ -39,6 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout, ahead of benchmarks/ (whose classifiers.py would shadow the package)
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline.config import ClassifierConfig, DomainConfig, deep_merge, load_domain_config  # noqa: E402
@@ -282,7 +283,9 @@ def decisions(payload: dict[str, Any], resamples: int = 2000) -> list[dict[str, 
         sets = [set_predictions(r["run_dir"], "dev") for r in rows]
         if not all(sets):
             continue
-        assert (sets[0]["labels"] == sets[1]["labels"]).all(), "rows of one domain share the development images"
+        if not np.array_equal(sets[0]["labels"], sets[1]["labels"]):
+            raise ValueError(f"rows {before} and {after} were scored on different development images; a paired test "
+                             "needs the same images (same domain, split seed and dev_fraction)")
         for arm in arms:
             if arm in sets[0]["preds"] and arm in sets[1]["preds"]:
                 label = f"{name} | {arm}"

@@ -83,3 +83,31 @@ def test_paired_tests_on_test_images_are_listed_only_for_the_final_dev_split_row
     text = ablation.markdown("d", payload)
     assert "paired-words-of-row-2" in text and f"paired-words-of-row-{final}" in text
     assert "paired-words-of-row-4" not in text
+
+
+def _sets(n: int = 120) -> dict[str, dict]:
+    import numpy as np
+
+    labels = np.arange(n) % 2
+    right, wrong = labels.copy(), 1 - labels
+    return {"3": {"labels": labels, "clusters": np.arange(n), "preds": {"synthetic": np.where(np.arange(n) < 60, right, wrong)}},
+            "4": {"labels": labels, "clusters": np.arange(n), "preds": {"synthetic": np.where(np.arange(n) < 100, right, wrong)}}}
+
+
+def test_decisions_read_only_development_images_and_correct_across_every_comparison(monkeypatch) -> None:
+    sets = _sets()
+    monkeypatch.setattr(ablation, "set_predictions", lambda run_dir, set_name: sets[run_dir] if set_name == "dev"
+                        else pytest.fail("a decision read the test images"))
+    payload = {"rows": {key: {"row": int(key), "dev": {}, "run_dir": key, "seed": 1} for key in sets}}
+    found = ablation.decisions(payload, resamples=200)
+    assert [(d["rows"], d["arm"]) for d in found] == [([3, 4], "synthetic")]  # the v-prediction decision, its one arm
+    assert found[0]["difference"] == pytest.approx(40 / 120) and found[0]["p_adjusted"] < 0.001
+
+
+def test_decisions_refuse_rows_scored_on_different_development_images(monkeypatch) -> None:
+    sets = _sets()
+    sets["4"] = dict(sets["4"], labels=1 - sets["4"]["labels"])
+    monkeypatch.setattr(ablation, "set_predictions", lambda run_dir, set_name: sets[run_dir])
+    payload = {"rows": {key: {"row": int(key), "dev": {}, "run_dir": key, "seed": 1} for key in sets}}
+    with pytest.raises(ValueError, match="rows 3 and 4 were scored on different development images"):
+        ablation.decisions(payload, resamples=50)
