@@ -77,7 +77,28 @@ def quality_of(record: Any) -> dict[str, Any]:
             out.setdefault(f"{metric['metric']}_real_vs_real", round(float(metric["reference"] or 0), 3))
     labels = report.get("label_consistency") or {}
     out["label_agreement"] = labels.get("overall_agreement")
+    memorisation = report.get("memorisation") or {}
+    spaces = memorisation.get("spaces") or {}
+    space = spaces.get("feature") or spaces.get("pixel") or {}  # the feature space when an extractor ran
+    out["flagged_fraction"] = memorisation.get("flagged_fraction")
+    out["copy_fraction"] = space.get("copy_fraction")  # Gu et al.: nearest / second-nearest under 1/3
+    out["nn_ratio_median"] = space.get("nn_ratio_median")
     return out
+
+
+def real_counts(split_path: str) -> dict[str, int]:
+    """Images per class in the real training sample: the counts ``balance`` fills up to and x2/x3 multiply."""
+    table = read_table(split_path)
+    return {str(k): int(v) for k, v in table[table["split"] == "train"].groupby("label").size().items()}
+
+
+def dev_recall(results: Any) -> dict[str, dict[str, float]]:
+    """Per arm, the fold ensemble's development recall of every class (the smallest classes are what
+    ``balance`` is for; macro accuracy hides them)."""
+    ensemble = results[results["fold"].astype(str) == "ensemble"]
+    columns = [c for c in ensemble.columns if c.startswith("dev_recall[")]
+    return {str(row["arm"]): {c[len("dev_recall["):-1]: round(float(row[c]), 4) for c in columns}
+            for _, row in ensemble.iterrows()}
 
 
 def run_variant(domain: str, name: str, data: str, runs_root: str, quiet: bool, seed: int | None) -> dict[str, Any]:
@@ -88,7 +109,9 @@ def run_variant(domain: str, name: str, data: str, runs_root: str, quiet: bool, 
     key = name if seed is None else f"{name}-seed{seed}"
     run_grid(record.run_dir, grid_path(domain, key), f"{domain} {key}: {VARIANTS[name][0]} (real 20% sample vs synthetic)")
     return {"variant": name, "change": VARIANTS[name][0], "override": VARIANTS[name][1], "seed": config.seed,
-            "dev": arm_table(results, "dev"), "quality": quality_of(record), "filter": synthesis.get("filter"),
+            "dev": arm_table(results, "dev"), "dev_recall": dev_recall(results),
+            "real_counts": real_counts(record.stages["split"]["split"]),
+            "quality": quality_of(record), "filter": synthesis.get("filter"),
             "images": synthesis.get("images"), "compute_minutes": computed_minutes(record),
             "run_dir": str(record.run_dir)}
 
@@ -146,6 +169,7 @@ def markdown(domain: str, payload: dict[str, Any]) -> str:
         agreement = f"{q['label_agreement']:.3f}" if q.get("label_agreement") is not None else "-"
         lines.append(f"| {key} | {row['change']} | " + " | ".join(cells) + f" | {pr} | {agreement} | "
                      f"{row['compute_minutes']:.1f} |")
+    lines += _smallest_class_table(payload) + _memorisation_lines(payload) + _filter_lines(payload)
     lines += ["", "## Sample grids (real 20% sample vs the first synthetic images per class; the same indices in "
               "every variant)", ""]
     lines += [f"- {key}: {grid_path(domain, key).name}" for key in payload["variants"]
@@ -153,6 +177,49 @@ def markdown(domain: str, payload: dict[str, Any]) -> str:
     lines += ["", "## Decisions (development images, each variant vs the base, Holm across every comparison)", ""]
     lines += [f"- {d['words']}" for d in payload.get("decisions", [])] or ["- none yet"]
     return "\n".join(lines) + "\n"
+
+
+def _smallest_class_table(payload: dict[str, Any]) -> list[str]:
+    """Development recall of the class with the fewest real training images, per variant and arm."""
+    rows = [(key, row) for key, row in payload["variants"].items() if row.get("dev_recall") and row.get("real_counts")]
+    if not rows:
+        return []
+    lines = ["", "## Development recall of the smallest class (real training images in brackets)", "",
+             "| variant | class | " + " | ".join(ARMS) + " |", "|" + "---|" * (len(ARMS) + 2)]
+    for key, row in rows:
+        counts = row["real_counts"]
+        smallest = min(counts, key=lambda name: (counts[name], name))
+        cells = [f"{row['dev_recall'][a][smallest]:.3f}" if smallest in row["dev_recall"].get(a, {}) else "-"
+                 for a in ARMS]
+        lines.append(f"| {key} | {smallest} ({counts[smallest]}) | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _memorisation_lines(payload: dict[str, Any]) -> list[str]:
+    """Copies, for the options that start from real images: the flagged share and Gu et al.'s ratio."""
+    rows = [(key, row["quality"]) for key, row in payload["variants"].items()
+            if (row.get("quality") or {}).get("flagged_fraction") is not None]
+    if not rows:
+        return []
+    def number(value: Any) -> str:
+        return "-" if value is None else f"{value:.3f}"
+    return ["", "## Memorisation (synthetic vs the real training sample)", "",
+            "| variant | flagged by the threshold | copies (nearest / second nearest < 1/3) | median ratio |",
+            "|---|---|---|---|"] + [f"| {key} | {number(q['flagged_fraction'])} | {number(q.get('copy_fraction'))} | "
+                                    f"{number(q.get('nn_ratio_median'))} |" for key, q in rows]
+
+
+def _filter_lines(payload: dict[str, Any]) -> list[str]:
+    """What the reference filter dropped, per class (generated / dropped / kept)."""
+    rows = [(key, row["filter"]) for key, row in payload["variants"].items() if row.get("filter")]
+    if not rows:
+        return []
+    lines = ["", "## Filter: what was dropped (generated / dropped / kept per class)", ""]
+    for key, per_class in rows:
+        parts = [f"{name} {c.get('generated', '?')} / {c.get('dropped', '?')} / {c.get('kept', '?')}"
+                 for name, c in per_class.items()]
+        lines.append(f"- {key}: " + "; ".join(parts))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

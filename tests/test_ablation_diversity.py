@@ -132,3 +132,59 @@ def test_each_variant_gets_a_grid_of_its_own_synthetic_images(tmp_path: Path, mo
         key: {"change": "-", "dev": {}, "quality": {}, "compute_minutes": 1.0} for key in ("base", "cads-seed2")}}
     table = benchmark.markdown("demo", payload)
     assert "- cads-seed2: diversity-demo-cads-seed2-grid.png" in table and "base: diversity" not in table
+
+
+def test_dev_recall_reads_the_ensemble_rows_per_class() -> None:
+    import pandas as pd
+
+    results = pd.DataFrame([
+        {"arm": "real", "fold": "0", "dev_recall[a]": 0.1, "dev_recall[b]": 0.2},
+        {"arm": "real", "fold": "ensemble", "dev_recall[a]": 0.75, "dev_recall[b]": 0.5},
+        {"arm": "balance", "fold": "ensemble", "dev_recall[a]": 0.8, "dev_recall[b]": 0.9}])
+    assert benchmark.dev_recall(results) == {"real": {"a": 0.75, "b": 0.5}, "balance": {"a": 0.8, "b": 0.9}}
+
+
+def test_real_counts_count_the_training_side_only(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from pipeline.store import atomic_write_table
+
+    table = pd.DataFrame({"label": ["a", "a", "b", "b", "b", "a"], "split": ["train", "train", "train", "test", "dev", "test"]})
+    atomic_write_table(tmp_path / "split.parquet", table)
+    assert benchmark.real_counts(str(tmp_path / "split.parquet")) == {"a": 2, "b": 1}
+
+
+def _row(recall: dict[str, dict[str, float]], counts: dict[str, int], **extra: Any) -> dict[str, Any]:
+    return {"change": "c", "dev": {}, "quality": {}, "compute_minutes": 1.0, "dev_recall": recall,
+            "real_counts": counts, **extra}
+
+
+def test_markdown_reports_the_smallest_class_recall_memorisation_and_what_the_filter_dropped() -> None:
+    recall = {"real": {"big": 0.9, "small": 0.41}, "balance": {"big": 0.88, "small": 0.63}}
+    quality = {"precision": 0.8, "recall": 0.5, "precision_real_vs_real": 0.9, "recall_real_vs_real": 0.9,
+               "label_agreement": 0.9, "flagged_fraction": 0.0125, "copy_fraction": 0.0, "nn_ratio_median": 0.912}
+    payload = {"commands": [], "decisions": [], "variants": {
+        "base": _row(recall, {"big": 300, "small": 120}),
+        "filter": _row(recall, {"big": 300, "small": 120}, quality=quality,
+                       filter={"small": {"generated": 130, "dropped": 10, "kept": 120, "wanted": 120}})}}
+    text = benchmark.markdown("d", payload)
+    smallest = [line for line in text.splitlines() if line.startswith("| base | small (120)")]
+    columns = ["real", "balance"]
+    assert smallest and all(f"{recall[a]['small']:.3f}" in smallest[0] for a in columns)
+    cells = [cell.strip() for cell in smallest[0].strip(" |").split("|")]
+    assert cells[2 + benchmark.ARMS.index("balance")] == "0.630" and cells[2 + benchmark.ARMS.index("synthetic")] == "-"
+    assert "| filter | 0.013 | 0.000 | 0.912 |" in text
+    assert "- filter: small 130 / 10 / 120" in text
+
+
+def test_quality_of_reads_memorisation_from_the_quality_report(tmp_path: Path) -> None:
+    report = {"metrics": [{"extractor": "domain", "metric": "recall", "class": "all", "synthetic": 0.41, "reference": 0.9}],
+              "label_consistency": {"overall_agreement": 0.875},
+              "memorisation": {"flagged_fraction": 0.02, "spaces": {
+                  "pixel": {"copy_fraction": 0.5, "nn_ratio_median": 0.2},
+                  "feature": {"copy_fraction": 0.01, "nn_ratio_median": 0.93}}}}
+    (tmp_path / "quality.json").write_text(json.dumps(report))
+    record = type("Record", (), {"stages": {"quality": {"report": str(tmp_path / "quality.json")}}})()
+    out = benchmark.quality_of(record)
+    assert out["recall"] == 0.41 and out["label_agreement"] == 0.875
+    assert (out["flagged_fraction"], out["copy_fraction"], out["nn_ratio_median"]) == (0.02, 0.01, 0.93)
