@@ -147,6 +147,29 @@ def decisions(payload: dict[str, Any], resamples: int = 2000) -> list[dict[str, 
             for label in corrected]
 
 
+def against_classic_augmentation(payload: dict[str, Any], resamples: int = 2000) -> list[dict[str, Any]]:
+    """Within each variant, every arm that adds synthetic images against real+aug on the development images
+    (the question a data team has: does synthetic data add anything beyond classic augmentation?), Holm
+    across every comparison made. Reads the same files as ``decisions``; the test half is not read."""
+    from reports.paired import compare, holm
+
+    raw, meta = {}, {}
+    for key, row in payload["variants"].items():
+        sets = set_predictions(row["run_dir"], "dev")
+        if not sets or "real+aug" not in sets["preds"]:
+            continue
+        for arm in SYNTHETIC_USING:
+            if arm in sets["preds"]:
+                label = f"{key} | {arm}"
+                raw[label] = compare(sets["labels"], sets["preds"]["real+aug"], sets["preds"][arm], resamples,
+                                     int(row["seed"]), clusters=sets["clusters"])
+                meta[label] = {"variant": key, "arm": arm}
+    corrected = holm(raw)
+    return [{**meta[label], **corrected[label].to_dict(),
+             "words": corrected[label].words(f"{meta[label]['variant']}: {meta[label]['arm']} vs real+aug")}
+            for label in corrected]
+
+
 def _base_of(key: str) -> str:
     return "base" + (key[key.index("-seed"):] if "-seed" in key else "")
 
@@ -176,6 +199,9 @@ def markdown(domain: str, payload: dict[str, Any]) -> str:
               if grid_path(domain, key).is_file()] or ["- none written yet"]
     lines += ["", "## Decisions (development images, each variant vs the base, Holm across every comparison)", ""]
     lines += [f"- {d['words']}" for d in payload.get("decisions", [])] or ["- none yet"]
+    lines += ["", "## Beyond classic augmentation (development images, each synthetic-using arm vs real+aug in the "
+              "same variant, Holm across every comparison)", ""]
+    lines += [f"- {d['words']}" for d in payload.get("against_real_aug", [])] or ["- none yet"]
     return "\n".join(lines) + "\n"
 
 
@@ -248,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         payload["variants"][key] = run_variant(args.domain, name, args.data, args.runs_root, args.quiet, args.seed)
         payload["decisions"] = decisions(payload)
+        payload["against_real_aug"] = against_classic_augmentation(payload)
         if command not in payload["commands"]:
             payload["commands"].append(command)
         atomic_write_json(out, payload)

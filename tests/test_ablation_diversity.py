@@ -188,3 +188,25 @@ def test_quality_of_reads_memorisation_from_the_quality_report(tmp_path: Path) -
     out = benchmark.quality_of(record)
     assert out["recall"] == 0.41 and out["label_agreement"] == 0.875
     assert (out["flagged_fraction"], out["copy_fraction"], out["nn_ratio_median"]) == (0.02, 0.01, 0.93)
+
+
+def test_synthetic_arms_are_compared_with_real_aug_of_the_same_variant_on_development_images(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 200
+    labels = np.arange(n) % 4
+    wrong = (labels + 1) % 4
+    aug = np.where(np.arange(n) < 140, labels, wrong)
+    run = {"labels": labels, "clusters": np.arange(n), "preds": {
+        "real+aug": aug, "synthetic": np.where(np.arange(n) < 100, labels, wrong),
+        "real+aug+synthetic": np.where(np.arange(n) < 180, labels, wrong)}}
+    no_aug = {"labels": labels, "clusters": np.arange(n), "preds": {"synthetic": aug}}  # no real+aug arm: skipped
+    runs = {"base": run, "x2": no_aug}
+    monkeypatch.setattr(benchmark, "set_predictions", lambda run_dir, set_name: runs[run_dir] if set_name == "dev"
+                        else pytest.fail("read the test images"))
+    payload = {"variants": {key: {"variant": key, "run_dir": key, "seed": 1} for key in runs}}
+    found = {d["arm"]: d for d in benchmark.against_classic_augmentation(payload, resamples=200)}
+    assert set(found) == {"synthetic", "real+aug+synthetic"}
+    assert found["real+aug+synthetic"]["difference"] == pytest.approx(0.2)  # challenger minus real+aug
+    assert found["synthetic"]["difference"] == pytest.approx(-0.2)
+    assert {d["comparisons"] for d in found.values()} == {2}
+    assert "base: real+aug+synthetic vs real+aug: +20.0 points" in found["real+aug+synthetic"]["words"]
