@@ -182,6 +182,9 @@ def computed_minutes(record: Any) -> float:
     total = 0.0
     for name, info in record.stages.items():
         seconds = None
+        if "key" not in info:  # a stage with no cache key (the report) is written afresh every run
+            total += float(info.get("seconds") or 0.0)
+            continue
         for run_json in sorted(record.run_dir.parent.glob("*/run.json")):
             stage = json.loads(run_json.read_text()).get("stages", {}).get(name)
             if stage and stage.get("key") == info["key"] and not stage.get("cached"):

@@ -111,3 +111,15 @@ def test_decisions_refuse_rows_scored_on_different_development_images(monkeypatc
     payload = {"rows": {key: {"row": int(key), "dev": {}, "run_dir": key, "seed": 1} for key in sets}}
     with pytest.raises(ValueError, match="rows 3 and 4 were scored on different development images"):
         ablation.decisions(payload, resamples=50)
+
+
+def test_computed_minutes_counts_a_reused_stage_at_its_first_cost_and_a_keyless_stage_as_run(tmp_path) -> None:
+    """The report stage has no cache key (it is rewritten every run); a cached stage costs what it first cost."""
+    first, now = tmp_path / "history" / "1", tmp_path / "history" / "2"
+    first.mkdir(parents=True)
+    now.mkdir()
+    (first / "run.json").write_text(json.dumps({"stages": {"generator": {"key": "g", "seconds": 600.0, "cached": False}}}))
+    stages = {"generator": {"key": "g", "seconds": 0.5, "cached": True}, "report": {"seconds": 30.0, "path": "r.html"}}
+    (now / "run.json").write_text(json.dumps({"stages": stages}))
+    record = type("Record", (), {"stages": stages, "run_dir": now})()
+    assert ablation.computed_minutes(record) == 10.5
