@@ -34,7 +34,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout, ahead of benchmarks/ (whose classifiers.py would shadow the package)
@@ -179,17 +179,18 @@ def arm_table(results: pd.DataFrame, evaluation: str = "test") -> dict[str, dict
 
 def computed_minutes(record: Any) -> float:
     """Compute time of this row's stages, counting a reused stage at what it cost when it was computed."""
+    runs = [json.loads(p.read_text()).get("stages", {}) for p in sorted(record.run_dir.parent.glob("*/run.json"))]
     total = 0.0
     for name, info in record.stages.items():
-        seconds = None
         if "key" not in info:  # a stage with no cache key (the report) is written afresh every run
             total += float(info.get("seconds") or 0.0)
             continue
-        for run_json in sorted(record.run_dir.parent.glob("*/run.json")):
-            stage = json.loads(run_json.read_text()).get("stages", {}).get(name)
+        seconds = float(info["seconds"])
+        for stages in runs:  # the last run that computed this key (not from cache) says what it cost
+            stage = stages.get(name)
             if stage and stage.get("key") == info["key"] and not stage.get("cached"):
                 seconds = float(stage["seconds"])
-        total += seconds if seconds is not None else float(info["seconds"])
+        total += seconds
     return round(total / 60, 1)
 
 
@@ -281,7 +282,7 @@ def set_predictions(run_dir: str, set_name: str) -> dict[str, Any] | None:
 def decisions(payload: dict[str, Any], resamples: int = 2000) -> list[dict[str, Any]]:
     """Each decision on the development images: the dev accuracy difference (with - without) per arm, a
     paired test (exact or clustered McNemar, bootstrap CI), Holm-corrected across every comparison made."""
-    from reports.paired import compare, holm
+    from reports.paired import compare
 
     raw, meta = {}, {}
     for name, before, after, arms in DECISIONS:
@@ -300,9 +301,17 @@ def decisions(payload: dict[str, Any], resamples: int = 2000) -> list[dict[str, 
                 raw[label] = compare(sets[0]["labels"], sets[0]["preds"][arm], sets[1]["preds"][arm], resamples,
                                      int(rows[1].get("seed") or 0), clusters=sets[0]["clusters"])
                 meta[label] = {"decision": name, "arm": arm, "rows": [before, after]}
+    return holm_family(raw, meta, lambda m: f"row {m['rows'][1]} vs row {m['rows'][0]}, {m['arm']}")
+
+
+def holm_family(raw: dict[str, Any], meta: dict[str, dict[str, Any]], title: Callable[[dict[str, Any]], str]
+                ) -> list[dict[str, Any]]:
+    """Paired comparisons Holm-corrected as one family: each with its metadata, its numbers and its sentence."""
+    from reports.paired import holm
+
     corrected = holm(raw)
-    return [{**meta[label], **corrected[label].to_dict(), "words": corrected[label].words(f"row {meta[label]['rows'][1]} "
-             f"vs row {meta[label]['rows'][0]}, {meta[label]['arm']}")} for label in corrected]
+    return [{**meta[label], **corrected[label].to_dict(), "words": corrected[label].words(title(meta[label]))}
+            for label in corrected]
 
 
 def quotes_test(row: dict[str, Any]) -> bool:

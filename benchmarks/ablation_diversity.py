@@ -29,8 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.ablation import (DEV_FRACTION, RESULTS_DIR, arm_table, computed_minutes, row_config,  # noqa: E402
-                                 run_grid, set_predictions)
+from benchmarks.ablation import (DEV_FRACTION, RESULTS_DIR, arm_table, computed_minutes, holm_family,  # noqa: E402
+                                 row_config, run_grid, set_predictions)
 from flows.run import run_domain  # noqa: E402
 from pipeline.config import deep_merge, load_domain_config  # noqa: E402
 from pipeline.store import atomic_write_json, atomic_write_text, read_json, read_table  # noqa: E402
@@ -122,7 +122,7 @@ def grid_path(domain: str, key: str) -> Path:
 
 def decisions(payload: dict[str, Any], resamples: int = 2000) -> list[dict[str, Any]]:
     """Each variant against the base on the development images, per synthetic-using arm, Holm across all."""
-    from reports.paired import compare, holm
+    from reports.paired import compare
 
     raw, meta = {}, {}
     for key, row in payload["variants"].items():
@@ -141,17 +141,14 @@ def decisions(payload: dict[str, Any], resamples: int = 2000) -> list[dict[str, 
                 raw[label] = compare(sets[0]["labels"], sets[0]["preds"][arm], sets[1]["preds"][arm], resamples,
                                      int(row["seed"]), clusters=sets[0]["clusters"])
                 meta[label] = {"variant": key, "arm": arm}
-    corrected = holm(raw)
-    return [{**meta[label], **corrected[label].to_dict(),
-             "words": corrected[label].words(f"{meta[label]['variant']} vs base, {meta[label]['arm']}")}
-            for label in corrected]
+    return holm_family(raw, meta, lambda m: f"{m['variant']} vs base, {m['arm']}")
 
 
 def against_classic_augmentation(payload: dict[str, Any], resamples: int = 2000) -> list[dict[str, Any]]:
     """Within each variant, every arm that adds synthetic images against real+aug on the development images
     (the question a data team has: does synthetic data add anything beyond classic augmentation?), Holm
     across every comparison made. Reads the same files as ``decisions``; the test half is not read."""
-    from reports.paired import compare, holm
+    from reports.paired import compare
 
     raw, meta = {}, {}
     for key, row in payload["variants"].items():
@@ -164,10 +161,7 @@ def against_classic_augmentation(payload: dict[str, Any], resamples: int = 2000)
                 raw[label] = compare(sets["labels"], sets["preds"]["real+aug"], sets["preds"][arm], resamples,
                                      int(row["seed"]), clusters=sets["clusters"])
                 meta[label] = {"variant": key, "arm": arm}
-    corrected = holm(raw)
-    return [{**meta[label], **corrected[label].to_dict(),
-             "words": corrected[label].words(f"{meta[label]['variant']}: {meta[label]['arm']} vs real+aug")}
-            for label in corrected]
+    return holm_family(raw, meta, lambda m: f"{m['variant']}: {m['arm']} vs real+aug")
 
 
 def _base_of(key: str) -> str:
